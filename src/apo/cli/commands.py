@@ -1,0 +1,215 @@
+"""The ``apo`` commands. Each is a function whose typed, documented arguments become ``--help``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from rich.console import Console
+
+from apo.data.demos import DemoConfig
+from apo.deployment.runner import DeployConfig
+from apo.deployment.simulated import SimulatedPersonConfig
+from apo.envs import EnvConfig
+from apo.evaluation.benchmark import BenchmarkConfig
+from apo.evaluation.loop import LoopConfig
+from apo.evaluation import EvalConfig
+from apo.training.base_policy import BaseRecipe
+from apo.training.refine import RefineConfig
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class CollectDemosArgs:
+    out: Path
+    """Dataset folder to create or extend (resumable: existing episodes are kept and counted)."""
+    demos: DemoConfig = field(default_factory=DemoConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+
+def collect_demos(args: Annotated[CollectDemosArgs, tyro.conf.arg(name="")]) -> None:
+    """Record scripted-expert demonstrations into an HDF5 episode folder and compute its stats."""
+    from apo.data.demos import collect_demos as run
+
+    stats = run(args.out, args.demos, args.env)
+    console.print(f"[green]dataset[/green] {args.out}: {stats.num_steps} steps; stats saved to {args.out}/stats.json")
+
+
+@dataclass(frozen=True)
+class StatsArgs:
+    data: Path
+    """Dataset folder whose stats.json is (re)computed."""
+
+
+def stats(args: Annotated[StatsArgs, tyro.conf.arg(name="")]) -> None:
+    """Recompute a dataset's normalization statistics (stats.json)."""
+    from apo.data import DatasetStats, load_episodes
+
+    s = DatasetStats.compute(load_episodes(args.data))
+    console.print(f"saved {s.save(args.data)}")
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    data: Path
+    """Dataset folder (from `apo collect-demos`)."""
+    out: Path
+    """Run folder: checkpoint.pt, metrics.jsonl, policy/ (rerun with the same folder to resume)."""
+    recipe: BaseRecipe = field(default_factory=BaseRecipe)
+
+
+def train(args: Annotated[TrainArgs, tyro.conf.arg(name="")]) -> None:
+    """Train a base policy by behaviour cloning."""
+    from apo.training.base_policy import train_base_policy
+
+    train_base_policy(args.data, args.out, args.recipe)
+    console.print(f"[green]policy saved[/green] to {args.out / 'policy'}")
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    policy: Path
+    """Saved policy folder (e.g. runs/demo/train/policy)."""
+    out: Path
+    """Folder for eval.json and videos/."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+
+def evaluate(args: Annotated[EvalArgs, tyro.conf.arg(name="")]) -> None:
+    """Evaluate a saved policy: success table, eval.json, optional MP4 rollout videos."""
+    from apo.evaluation import evaluate as run, success_table
+    from apo.models import VLAPolicy
+
+    policy = VLAPolicy.load(args.policy)
+    results = run(policy, args.eval, args.env, args.out)
+    console.print(success_table(results, f"{args.policy}"))
+    console.print(f"results: {args.out / 'eval.json'}")
+
+
+@dataclass(frozen=True)
+class CollectArgs:
+    policy: Path
+    """Saved policy folder to deploy."""
+    out: Path
+    """Folder for the recorded interaction episodes (resumable)."""
+    tasks: tuple[str, ...] = ("coffee-push-v3", "peg-insert-side-v3", "pick-place-v3", "shelf-place-v3")
+    """Tasks to deploy on."""
+    episodes_per_task: int = 20
+    """Interaction episodes per task."""
+    source: str = "simulated"
+    """Who takes over: simulated (scripted expert), keyboard or gamepad."""
+    person: SimulatedPersonConfig = field(default_factory=SimulatedPersonConfig)
+    """Triggers and hold of the simulated person (source=simulated)."""
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    seed: int = 0
+    """Offset of the interaction env seeds."""
+
+
+def collect(args: Annotated[CollectArgs, tyro.conf.arg(name="")]) -> None:
+    """Deploy a policy with a person in the loop; record labeled episodes (1 policy, 2 person, 0 pre-takeover)."""
+    from apo.deployment import INTERVENTION_SOURCES, collect_interactions
+    from apo.models import VLAPolicy
+
+    policy = VLAPolicy.load(args.policy)
+    factory = INTERVENTION_SOURCES.get(args.source)
+    make = (lambda task: factory(task, args.person)) if args.source == "simulated" else factory
+    summary = collect_interactions(policy, args.tasks, args.episodes_per_task, make, args.out, args.deploy, args.env, args.seed)
+    d = summary.as_dict()
+    console.print(
+        f"[green]{d['episodes']} episodes[/green] in {args.out}: intervention rate {d['intervention_rate']:.1%}, "
+        f"{d['takeovers_per_episode']:.2f} takeovers/episode, success {d['success_rate_with_help']:.0%} with help, "
+        f"{d['success_rate_without_help']:.0%} without"
+    )
+
+
+@dataclass(frozen=True)
+class RefineArgs:
+    policy: Path
+    """Base policy folder (also the frozen reference)."""
+    interactions: tuple[Path, ...]
+    """Interaction episode folder(s) from `apo collect`."""
+    out: Path
+    """Run folder: checkpoint.pt, metrics.jsonl, reference_cache.pt, policy/ (rerun to resume)."""
+    demos: Path | None = None
+    """Expert demonstration folder; its first `demos_per_task` episodes per task are mixed in."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
+
+
+def refine(args: Annotated[RefineArgs, tyro.conf.arg(name="")]) -> None:
+    """Refine a policy on interaction data with APO or a baseline objective (LoRA, cached reference)."""
+    from apo.training.refine import refine as run
+
+    run(args.policy, list(args.interactions), args.demos, args.out, args.refine)
+    console.print(f"[green]refined policy saved[/green] to {args.out / 'policy'}")
+
+
+@dataclass(frozen=True)
+class BenchmarkArgs:
+    out: Path
+    """Run folder (rerun to continue from the last finished stage)."""
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+
+def benchmark(args: Annotated[BenchmarkArgs, tyro.conf.arg(name="")]) -> None:
+    """Base policy -> interaction episodes -> refine with every objective -> evaluate all on the same seeds."""
+    from apo.evaluation.benchmark import run_benchmark
+
+    run_benchmark(args.out, args.benchmark)
+    console.print(f"report: {args.out / 'results.md'}, {args.out / 'success.png'}")
+
+
+@dataclass(frozen=True)
+class LoopArgs:
+    policy: Path
+    """Base policy folder (round 0)."""
+    out: Path
+    """Run folder (rerun to continue)."""
+    demos: Path | None = None
+    """Expert demonstrations mixed into every refinement."""
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def loop(args: Annotated[LoopArgs, tyro.conf.arg(name="")]) -> None:
+    """Lifelong loop: deploy -> collect with takeover -> refine -> redeploy; plots success and intervention rate."""
+    from apo.evaluation.loop import run_loop
+
+    run_loop(args.policy, args.demos, args.out, args.loop)
+    console.print(f"history: {args.out / 'loop.json'}, plot: {args.out / 'loop.png'}")
+
+
+@dataclass(frozen=True)
+class DemoArgs:
+    out: Path = Path("runs/demo")
+    """Run folder; rerunning continues from the last finished stage."""
+    demos: DemoConfig = field(default_factory=lambda: DemoConfig(episodes_per_task=100, action_noise=0.0))
+    recipe: BaseRecipe = field(default_factory=BaseRecipe)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(videos_per_task=2))
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+
+def demo(args: Annotated[DemoArgs, tyro.conf.arg(name="")]) -> None:
+    """The main job on the embedded default: expert demos -> base policy (BC) -> evaluation table."""
+    from apo.data.demos import collect_demos as run_demos
+    from apo.evaluation import evaluate as run_eval, success_table
+    from apo.training.base_policy import train_base_policy
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(args), indent=2, default=str))
+    t0 = time.time()
+    console.rule("1/3 expert demonstrations")
+    run_demos(out / "demos", args.demos, args.env)
+    console.rule("2/3 base policy (behaviour cloning)")
+    policy = train_base_policy(out / "demos", out / "train", args.recipe)
+    console.rule("3/3 evaluation")
+    results = run_eval(policy, args.eval, args.env, out / "eval")
+    console.print(success_table(results, f"base policy ({time.time() - t0:.0f} s in all)"))
+    console.print(f"run folder: {out} (eval/eval.json, eval/videos/, train/metrics.jsonl, train/policy/)")

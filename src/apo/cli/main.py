@@ -1,0 +1,49 @@
+"""Entry point of the ``apo`` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from apo.cli import commands
+
+
+def main() -> None:
+    from rich.console import Console
+
+    from apo.data.storage import DatasetError
+    from apo.deployment.devices import DeviceNotFoundError
+    from apo.models.policy import PolicyLoadError
+    from apo.registry import UnknownNameError
+
+    try:
+        _run()
+    except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError) as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: rerun the same command to continue from the last checkpoint")
+        sys.exit(130)
+
+
+def _run() -> None:
+    tyro.extras.subcommand_cli_from_dict(
+        {
+            "demo": commands.demo,
+            "collect-demos": commands.collect_demos,
+            "stats": commands.stats,
+            "train": commands.train,
+            "eval": commands.evaluate,
+            "collect": commands.collect,
+            "refine": commands.refine,
+            "benchmark": commands.benchmark,
+            "loop": commands.loop,
+        },
+        prog="apo",
+        description="Human-assisted refinement of VLA policies by Action Preference Optimization.",
+    )
+
+
+if __name__ == "__main__":
+    main()

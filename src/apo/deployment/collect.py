@@ -1,0 +1,109 @@
+"""``apo collect``: deploy a policy with a person in the loop and record labeled episodes.
+
+Resumable: episodes already in the output folder are counted per task and skipped (each
+episode is its own atomic file, so a kill loses at most the episode being run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from apo.data import EpisodeWriter, load_episodes
+from apo.data.stats import DatasetStats
+from apo.deployment.labels import takeover_steps
+from apo.deployment.runner import DeployConfig, EpisodeSummary, run_episode
+from apo.deployment.sources import InterventionSource
+from apo.envs import EnvConfig, make_env
+
+INTERACTION_SEED_BASE = 1_000_000
+"""Interaction episodes use env seeds from here on (disjoint from demo and eval seeds)."""
+
+
+@dataclass
+class CollectionSummary:
+    episodes: int
+    steps: int
+    human_steps: int
+    takeovers: int
+    successes: int
+    autonomous_successes: int
+
+    @property
+    def intervention_rate(self) -> float:
+        return self.human_steps / max(1, self.steps)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(
+            intervention_rate=self.intervention_rate,
+            takeovers_per_episode=self.takeovers / max(1, self.episodes),
+            success_rate_with_help=self.successes / max(1, self.episodes),
+            success_rate_without_help=self.autonomous_successes / max(1, self.episodes),
+        )
+        return d
+
+    @classmethod
+    def from_summaries(cls, items: list[EpisodeSummary]) -> "CollectionSummary":
+        return cls(
+            episodes=len(items), steps=sum(s.steps for s in items), human_steps=sum(s.human_steps for s in items),
+            takeovers=sum(s.takeovers for s in items), successes=sum(s.success for s in items),
+            autonomous_successes=sum(s.autonomous_success for s in items),
+        )
+
+
+def _summary_of_recorded(out: Path) -> list[EpisodeSummary]:
+    items = []
+    for ep in load_episodes(out):
+        n_takeovers = len(takeover_steps(np.where(ep.labels == 0, 1, ep.labels)))
+        items.append(EpisodeSummary(ep.task, ep.seed, len(ep), int((ep.labels == 2).sum()), n_takeovers, ep.success))
+    return items
+
+
+def collect_interactions(
+    policy,
+    tasks: tuple[str, ...],
+    episodes_per_task: int,
+    make_source: Callable[[str], InterventionSource],
+    out: str | os.PathLike,
+    cfg: DeployConfig = DeployConfig(),
+    env_cfg: EnvConfig = EnvConfig(),
+    seed: int = 0,
+) -> CollectionSummary:
+    out = Path(out)
+    writer = EpisodeWriter(out)
+    done: list[EpisodeSummary] = _summary_of_recorded(out) if writer.num_episodes else []
+    seen = {(s.task, s.seed) for s in done}
+    new: list[EpisodeSummary] = []
+    bar = tqdm(total=episodes_per_task * len(tasks), desc="collect", unit="ep", dynamic_ncols=True)
+    for task in tasks:
+        env = make_env(task, env_cfg)
+        source = make_source(task)
+        try:
+            for i in range(episodes_per_task):
+                s = INTERACTION_SEED_BASE + seed + i
+                if (task, s) in seen:
+                    bar.update(1)
+                    continue
+                episode, summary = run_episode(env, policy, source, s, cfg)
+                if episode is not None:
+                    writer.write(episode)
+                new.append(summary)
+                agg = CollectionSummary.from_summaries(done + new)
+                bar.update(1)
+                bar.set_postfix(task=task, takeovers=agg.takeovers, success=f"{agg.successes}/{agg.episodes}",
+                                human=f"{agg.intervention_rate:.0%}")
+        finally:
+            source.close()
+            env.close()
+    bar.close()
+    summary = CollectionSummary.from_summaries(done + new)
+    (out / "summary.json").write_text(json.dumps({"summary": summary.as_dict(), "deploy": asdict(cfg)}, indent=2))
+    DatasetStats.compute(load_episodes(out)).save(out)
+    return summary

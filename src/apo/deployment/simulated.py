@@ -1,0 +1,137 @@
+"""The simulated person: MetaWorld's scripted expert watches the policy and takes over.
+
+Triggers (each can be disabled):
+* ``divergence``: the policy's xyz action differs from the expert's by more than
+  ``divergence_threshold`` (L2) for ``divergence_steps`` consecutive steps;
+* ``no progress``: the best dense reward so far has not improved by ``progress_margin`` for
+  ``no_progress_steps`` steps;
+* ``object lost``: the main object leaves the box ``object_bounds`` (about to fall off the table).
+After a trigger the person reacts within ``0..max_reaction_delay`` steps (seeded), drives with
+the expert's actions, and hands back after ``hold_steps`` steps (``release="span"``) or, with
+``release="agree"``, once the policy's proposals agree with the expert for ``agree_steps``
+consecutive steps (at least ``min_hold_steps``, at most ``hold_steps``). No takeover after
+success. Everything is deterministic given the episode seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from apo.deployment.sources import INTERVENTION_SOURCES, Decision, InterventionSource, StepContext
+from apo.envs.experts import ScriptedExpert
+
+
+@dataclass(frozen=True)
+class SimulatedPersonConfig:
+    divergence_threshold: float = 0.6
+    """L2 distance between policy and expert xyz actions counted as diverging."""
+    divergence_steps: int = 6
+    """Consecutive diverging steps that trigger a takeover (0 disables)."""
+    no_progress_steps: int = 40
+    """Steps without reward progress that trigger a takeover (0 disables)."""
+    progress_margin: float = 0.05
+    """Improvement of the best dense reward that counts as progress."""
+    object_bounds: tuple[float, float, float, float, float, float] | None = (-0.45, 0.3, -0.05, 0.45, 1.0, 0.6)
+    """Box (xmin, ymin, zmin, xmax, ymax, zmax) the main object must stay in (None disables)."""
+    hold_steps: int = 20
+    """Steps the person keeps control (maximum with release='agree')."""
+    release: Literal["span", "agree"] = "span"
+    """Hand back after hold_steps ('span') or once the policy agrees with the expert ('agree')."""
+    min_hold_steps: int = 5
+    """With release='agree': minimum steps in control."""
+    agree_steps: int = 3
+    """With release='agree': consecutive agreeing policy proposals needed to hand back."""
+    max_reaction_delay: int = 2
+    """The person reacts 0..max_reaction_delay steps after a trigger (seeded)."""
+    max_takeovers: int | None = None
+    """Cap on takeovers per episode (None: unlimited)."""
+
+    def __post_init__(self) -> None:
+        if self.hold_steps < 1 or self.min_hold_steps < 1 or self.agree_steps < 1:
+            raise ValueError("hold_steps, min_hold_steps and agree_steps must be >= 1")
+        if min(self.divergence_steps, self.no_progress_steps, self.max_reaction_delay) < 0:
+            raise ValueError("divergence_steps, no_progress_steps and max_reaction_delay must be >= 0")
+        if self.release not in ("span", "agree"):
+            raise ValueError(f"release must be 'span' or 'agree', got {self.release!r}")
+
+
+@INTERVENTION_SOURCES.register("simulated")
+class SimulatedPerson(InterventionSource):
+    name = "simulated"
+
+    def __init__(self, task: str, config: SimulatedPersonConfig = SimulatedPersonConfig()):
+        self.cfg = config
+        self.expert = ScriptedExpert(task)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng([seed, 7919])
+        self.diverging = 0
+        self.best_reward = -np.inf
+        self.since_progress = 0
+        self.pending: int | None = None  # steps until a triggered takeover starts
+        self.trigger: str | None = None
+        self.in_control = 0  # steps held in the current takeover (0: not in control)
+        self.agreeing = 0
+        self.takeovers = 0
+        self.triggers: list[tuple[int, str]] = []
+
+    def _diverges(self, policy_action: np.ndarray, expert_action: np.ndarray) -> bool:
+        return float(np.linalg.norm(policy_action[:3] - expert_action[:3])) > self.cfg.divergence_threshold
+
+    def _check_triggers(self, ctx: StepContext, expert_action: np.ndarray) -> str | None:
+        c = self.cfg
+        self.diverging = self.diverging + 1 if self._diverges(ctx.policy_action, expert_action) else 0
+        if ctx.reward > self.best_reward + c.progress_margin:
+            self.best_reward, self.since_progress = ctx.reward, 0
+        else:
+            self.since_progress += 1
+        if c.object_bounds is not None:
+            lo, hi = np.array(c.object_bounds[:3]), np.array(c.object_bounds[3:])
+            obj = ctx.state[4:7]
+            if np.any(obj < lo) or np.any(obj > hi):
+                return "object_lost"
+        if c.divergence_steps and self.diverging >= c.divergence_steps:
+            return "divergence"
+        if c.no_progress_steps and self.since_progress >= c.no_progress_steps:
+            return "no_progress"
+        return None
+
+    def decide(self, ctx: StepContext) -> Decision:
+        c = self.cfg
+        expert_action = self.expert.act(ctx.state)
+        if self.in_control:
+            self.in_control += 1
+            self.agreeing = 0 if self._diverges(ctx.policy_action, expert_action) else self.agreeing + 1
+            if c.release == "span":
+                release = self.in_control > c.hold_steps
+            else:
+                release = self.in_control > c.hold_steps or (
+                    self.in_control > c.min_hold_steps and self.agreeing >= c.agree_steps
+                )
+            if not release:
+                return Decision(action=expert_action)
+            self.in_control = 0
+            self.diverging, self.since_progress = 0, 0
+            self.best_reward = ctx.reward
+            return Decision()  # hand back: the policy acts this step
+        if ctx.success or (c.max_takeovers is not None and self.takeovers >= c.max_takeovers):
+            return Decision()
+        if self.pending is None:
+            trigger = self._check_triggers(ctx, expert_action)
+            if trigger is not None:
+                self.trigger = trigger
+                self.pending = int(self.rng.integers(0, c.max_reaction_delay + 1))
+                self.triggers.append((ctx.t, trigger))
+        if self.pending is not None:
+            if self.pending > 0:
+                self.pending -= 1
+                return Decision()
+            self.pending = None
+            self.in_control, self.agreeing = 1, 0
+            self.takeovers += 1
+            return Decision(action=expert_action)
+        return Decision()

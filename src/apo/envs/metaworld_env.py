@@ -1,0 +1,127 @@
+"""MetaWorld v3 tasks as gymnasium environments with image observations.
+
+Observation: ``{"image": uint8 (S, S, 3), "proprio": float32 (4,), "instruction": str}``;
+proprio is the end-effector position (x, y, z) and the gripper opening. The full 39-d
+MetaWorld state (object poses, goal) is *not* given to the policy; it is returned in
+``info["state"]`` for the scripted expert / simulated person.
+
+Resets are randomized (object and goal positions) and reproducible: ``reset(seed=s)`` always
+gives the same initial scene for the same ``s``. ``terminated`` becomes True on success when
+``terminate_on_success`` is set; ``truncated`` at the task's step cap.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from apo.envs.rendering import CameraConfig, FastRenderer
+from apo.envs.tasks import TaskSpec, get_task
+
+PROPRIO_DIM = 4
+ACTION_DIM = 4
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    image_size: int = 64
+    """Side of the square camera image in pixels."""
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    """Free camera framing the workspace."""
+    max_steps: int | None = None
+    """Override the task's step cap (None: use the task's own)."""
+    terminate_on_success: bool = True
+    """End the episode at the first successful step."""
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.image_size <= 512:
+            raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
+        if self.max_steps is not None and not 1 <= self.max_steps <= 500:
+            raise ValueError(f"max_steps must be in [1, 500] (MetaWorld's cap), got {self.max_steps}")
+
+
+class MetaWorldEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, task: str, config: EnvConfig = EnvConfig()):
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+
+        self.task_name = task
+        self.spec_: TaskSpec = get_task(task)
+        self.config = config
+        self.max_steps = config.max_steps or self.spec_.max_steps
+        self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[self.spec_.metaworld_name + "-goal-observable"]()
+        self._env._freeze_rand_vec = False
+        self._env.seeded_rand_vec = True
+        for modify in self.spec_.modifiers:
+            modify(self._env)
+        self._renderer = FastRenderer(self._env.model, config.image_size, config.camera)
+        s = config.image_size
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
+                "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
+                "instruction": gym.spaces.Text(max_length=512, charset=string.printable),  # default charset has no spaces
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._t = 0
+        self.state: np.ndarray | None = None
+
+    @property
+    def instruction(self) -> str:
+        return self.spec_.instruction
+
+    @property
+    def raw_env(self) -> Any:
+        """The underlying MetaWorld env (for perturbations and inspection)."""
+        return self._env
+
+    def _obs(self, state: np.ndarray) -> dict[str, Any]:
+        return {
+            "image": self._renderer.render(self._env.data),
+            "proprio": state[:PROPRIO_DIM].astype(np.float32),
+            "instruction": self.spec_.instruction,
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        self._env.seed(int(seed))
+        state, _ = self._env.reset()
+        self._t = 0
+        self.state = state
+        return self._obs(state), {"state": state.copy(), "success": False, "seed": int(seed)}
+
+    def step(self, action: np.ndarray):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN/inf: {action}")
+        state, reward, _, _, info = self._env.step(np.clip(action, -1.0, 1.0))
+        self._t += 1
+        self.state = state
+        success = bool(info["success"])
+        terminated = success and self.config.terminate_on_success
+        truncated = self._t >= self.max_steps and not terminated
+        out_info = {"state": state.copy(), "success": success, "step": self._t}
+        return self._obs(state), float(reward), terminated, truncated, out_info
+
+    def render(self) -> np.ndarray:
+        return self._renderer.render(self._env.data)
+
+    def close(self) -> None:
+        self._renderer.close()
+        self._env.close()
+
+
+def make_env(task: str, config: EnvConfig = EnvConfig()) -> MetaWorldEnv:
+    return MetaWorldEnv(task, config)

@@ -1,0 +1,61 @@
+"""Fast offscreen rendering of MuJoCo scenes on the CPU.
+
+At MuJoCo's default quality llvmpipe renders ~13 fps; with multisampling off (set *before*
+the renderer is built) and shadows, reflections and skybox off it renders 100-200 fps at
+64-96 px. The camera is a free camera framing the workspace (MetaWorld's corner cameras
+render upside down and show objects tiny at 64 px).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: 1 thread is as fast as 2, leaves a core for torch
+
+import mujoco
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    lookat: tuple[float, float, float] = (0.0, 0.68, 0.1)
+    """Point the camera looks at (world frame, metres)."""
+    distance: float = 0.95
+    """Distance from the look-at point (metres)."""
+    azimuth: float = 140.0
+    """Azimuth in degrees."""
+    elevation: float = -35.0
+    """Elevation in degrees (negative looks down)."""
+
+
+class FastRenderer:
+    """Renders ``(size, size, 3)`` uint8 frames of a MuJoCo model/data pair."""
+
+    def __init__(self, model: mujoco.MjModel, size: int = 64, camera: CameraConfig = CameraConfig()):
+        if size < 16 or size > 512:
+            raise ValueError(f"image size must be in [16, 512], got {size}")
+        model.vis.quality.offsamples = 0
+        self.size = size
+        self._renderer = mujoco.Renderer(model, size, size)
+        self._cam = mujoco.MjvCamera()
+        self._cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        self._cam.lookat[:] = camera.lookat
+        self._cam.distance = camera.distance
+        self._cam.azimuth = camera.azimuth
+        self._cam.elevation = camera.elevation
+        self._opt = mujoco.MjvOption()
+
+    def render(self, data: mujoco.MjData) -> np.ndarray:
+        self._renderer.update_scene(data, self._cam, self._opt)
+        flags = self._renderer.scene.flags
+        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

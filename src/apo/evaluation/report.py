@@ -1,0 +1,93 @@
+"""Result tables (markdown + JSON) and bar charts of success rates per method and task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
+
+
+def method_table(runs: dict[str, list[dict]], tasks: list[str]) -> dict:
+    """``runs[method]`` is a list (one per training seed) of eval.json ``results`` dicts.
+    Returns per method and task the pooled success rate, its Wilson 95% CI and the per-seed rates."""
+    table: dict = {}
+    for method, seed_results in runs.items():
+        row: dict = {}
+        for task in tasks:
+            succ = [s for r in seed_results for s in r[task]["successes"]]
+            per_seed = [r[task]["success_rate"] for r in seed_results]
+            row[task] = {"success_rate": float(np.mean(succ)), "ci95": wilson(int(np.sum(succ)), len(succ)),
+                         "per_seed": per_seed, "episodes": len(succ)}
+        per_seed_avg = [float(np.mean([r[t]["success_rate"] for t in tasks])) for r in seed_results]
+        row["average"] = {"success_rate": float(np.mean([row[t]["success_rate"] for t in tasks])),
+                          "per_seed": per_seed_avg}
+        table[method] = row
+    return table
+
+
+def markdown_table(table: dict, tasks: list[str], baseline: str | None = "base") -> str:
+    short = [t.removesuffix("-v3") for t in tasks]
+    lines = ["| method | " + " | ".join(short) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    for method, row in table.items():
+        cells = []
+        for t in tasks:
+            lo, hi = row[t]["ci95"]
+            cells.append(f"{row[t]['success_rate']:.0%} ({lo:.0%}-{hi:.0%})")
+        avg = row["average"]["success_rate"]
+        delta = ""
+        if baseline in table and method != baseline:
+            delta = f" ({(avg - table[baseline]['average']['success_rate']) * 100:+.1f} pt)"
+        name = f"**{method}**" if method == "apo" else method
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.1%}{delta} |")
+    return "\n".join(lines)
+
+
+def bar_chart(table: dict, tasks: list[str], path: Path, title: str = "success rate") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(table)
+    cols = tasks + ["average"]
+    x = np.arange(len(cols))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2, 4))
+    for i, m in enumerate(methods):
+        vals = [table[m][c]["success_rate"] for c in cols]
+        err = None
+        if all("ci95" in table[m][c] for c in tasks):
+            lo = [table[m][c]["success_rate"] - table[m][c]["ci95"][0] for c in tasks] + [0]
+            hi = [table[m][c]["ci95"][1] - table[m][c]["success_rate"] for c in tasks] + [0]
+            err = [lo, hi]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=m, yerr=err, capsize=2)
+    ax.set_xticks(x, [c.removesuffix("-v3") for c in cols], rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate")
+    ax.set_title(title)
+    ax.legend(ncol=min(4, len(methods)), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(table: dict, tasks: list[str], out: Path, title: str, extra: dict | None = None) -> str:
+    md = markdown_table(table, tasks)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(f"# {title}\n\n{md}\n")
+    (out / "results.json").write_text(json.dumps({"table": table, **(extra or {})}, indent=2))
+    bar_chart(table, tasks, out / "success.png", title)
+    return md

@@ -1,0 +1,7 @@
+"""Models: the tiny VLA network and the policy wrapper (tokenizer, stats, instruction cache)."""
+
+from apo.models.language import LANG_DIM, encode_instructions
+from apo.models.policy import PolicyLoadError, VLAPolicy
+from apo.models.vla import TinyVLA, VLAConfig
+
+__all__ = ["LANG_DIM", "PolicyLoadError", "TinyVLA", "VLAConfig", "VLAPolicy", "encode_instructions"]

@@ -1,0 +1,17 @@
+"""Metrics shared by every objective: token accuracy and decoded-action L1."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def token_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return (logits.argmax(-1) == targets).float().mean().item()
+
+
+@torch.no_grad()
+def decoded_l1(logits: torch.Tensor, chunks: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Per-sample mean L1 (B,) between the greedy teacher-forced decode and the label chunks."""
+    pred = torch.from_numpy(tokenizer.decode(logits.argmax(-1).cpu().numpy()))
+    return (pred - chunks.cpu()).abs().flatten(1).mean(1)

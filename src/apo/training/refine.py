@@ -1,0 +1,111 @@
+"""Refinement of a base policy on interaction data (``apo refine``).
+
+Data: the interaction episodes (labels 0/1/2, the policy's proposals) plus the first
+``demos_per_task`` expert demonstrations of each task. The reference is a frozen copy of the
+base policy, scored once (``CachedReference``). Only LoRA adapters are trained (``lora_rank=0``
+trains every weight); they are merged before the refined policy is saved to ``<out>/policy``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from apo.data import Episode, load_episodes
+from apo.data.balanced import BalancedSampler, BucketShares
+from apo.data.dataset import CATEGORY_NAMES, StepData
+from apo.models import VLAPolicy
+from apo.models.lora import add_lora, merge_lora
+from apo.objectives import OBJECTIVES
+from apo.training.reference import CachedReference, OnlineReference
+from apo.training.trainer import TrainConfig, train
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    objective: str = "apo"
+    """Registered objective: apo, kto, dpo, hg-dagger, iwr, sirius, bc."""
+    beta: float = 0.1
+    """Inverse temperature of the preference objectives (apo, kto, dpo)."""
+    beta_d: float = 1.0
+    """APO adaptive weight scale of desirable samples: lambda_D = 1 - exp(-beta_D w)."""
+    beta_u: float = 1.0
+    """APO adaptive weight scale of undesirable samples: lambda_U = exp(-beta_U w)."""
+    exclude_gripper: bool = True
+    """Leave the gripper tokens out of the undesirable reward (apo, kto)."""
+    kl_samples: int = 16
+    """Mismatched pairs per batch used for the KL estimate z0."""
+    lora_rank: int = 32
+    """LoRA rank on the transformer's linear layers; 0 fine-tunes every weight."""
+    lora_alpha: float = 32.0
+    """LoRA scaling numerator (scale = alpha / rank)."""
+    reference: Literal["cached", "online"] = "cached"
+    """Reference log-probs scored once per dataset (cached) or by a frozen model every step (online)."""
+    demos_per_task: int = 20
+    """Expert demonstrations per task mixed into refinement (the paper: 20)."""
+    shares: BucketShares = field(default_factory=BucketShares)
+    """Batch composition."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=1500, lr=1e-4, warmup_steps=50, shift_pad=0, checkpoint_every=250, log_every=25))
+    """Optimization (augmentation off by default: the cached reference scored the raw images)."""
+
+    def __post_init__(self) -> None:
+        OBJECTIVES.get(self.objective)  # unknown names fail here, listing the valid ones
+        if self.beta <= 0 or self.beta_d <= 0 or self.beta_u <= 0:
+            raise ValueError("beta, beta_d and beta_u must be > 0")
+        if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
+            raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
+        if self.reference == "cached" and self.train.shift_pad:
+            raise ValueError(
+                "image augmentation (train.shift_pad > 0) changes the observations the cached reference "
+                "scored; set --train.shift-pad 0 or --reference online"
+            )
+
+
+def select_demos(demos: list[Episode], per_task: int) -> list[Episode]:
+    counts: dict[str, int] = {}
+    out = []
+    for ep in demos:
+        if counts.get(ep.task, 0) < per_task:
+            out.append(ep)
+            counts[ep.task] = counts.get(ep.task, 0) + 1
+    return out
+
+
+def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | list[str | os.PathLike],
+           demos: str | os.PathLike | None, out_dir: str | os.PathLike, cfg: RefineConfig = RefineConfig()) -> VLAPolicy:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = VLAPolicy.load(base_policy)
+    inter_dirs = interactions if isinstance(interactions, list) else [interactions]
+    episodes = load_episodes(*inter_dirs)
+    if demos is not None and cfg.demos_per_task:
+        episodes += select_demos(load_episodes(demos), cfg.demos_per_task)
+    data = StepData.from_episodes(episodes, policy.tokenizer)
+    counts = {CATEGORY_NAMES[c]: int((data.categories == c).sum()) for c in CATEGORY_NAMES}
+    (out / "refine_config.json").write_text(json.dumps({"config": asdict(cfg), "steps_per_category": counts}, indent=2))
+
+    ref_policy = copy.deepcopy(policy).eval()
+    for p in ref_policy.parameters():
+        p.requires_grad_(False)
+    if cfg.reference == "cached":
+        cache_path = out / "reference_cache.pt"
+        reference = CachedReference.load_if_matching(cache_path, data)
+        if reference is None:
+            reference = CachedReference.compute(ref_policy, data, seed=cfg.train.seed)
+            reference.save(cache_path)
+    else:
+        reference = OnlineReference(ref_policy, data, seed=cfg.train.seed)
+
+    params = add_lora(policy, cfg.lora_rank, cfg.lora_alpha) if cfg.lora_rank else None
+    sampler = BalancedSampler(data.categories, cfg.train.batch_size, cfg.shares, seed=cfg.train.seed)
+    objective = OBJECTIVES.get(cfg.objective).from_config(cfg)
+    train(policy, data, objective, cfg.train, out, sampler=sampler, params=params, prepare=reference.fill,
+          desc=f"refine ({cfg.objective})")
+    merge_lora(policy)
+    policy.save(out / "policy")
+    return policy

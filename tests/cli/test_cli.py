@@ -1,0 +1,81 @@
+"""The ``apo`` command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apo.cli import commands
+from apo.data import DatasetStats
+
+
+def apo_cmd() -> list[str]:
+    exe = shutil.which("apo") or str(Path(sys.executable).with_name("apo"))
+    if Path(exe).exists():
+        return [exe]
+    return [sys.executable, "-m", "apo.cli.main"]
+
+
+HELP = ("--help",)
+DEMO_HELP = ("demo", "--help")
+EVAL_MISSING = ("eval", "--policy", "/nonexistent/policy", "--out")
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """The three CLI invocations, started together (each pays torch/MuJoCo import time)."""
+    out_dir = tmp_path_factory.mktemp("cli") / "ev"
+    env = {**os.environ, "COLUMNS": "200"}
+    cmds = {HELP: HELP, DEMO_HELP: DEMO_HELP, EVAL_MISSING: (*EVAL_MISSING, str(out_dir))}
+    procs = {
+        key: subprocess.Popen([*apo_cmd(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for key, args in cmds.items()
+    }
+    results = {}
+    for key, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        results[key] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return results, out_dir
+
+
+@pytest.mark.slow
+def test_help_lists_subcommands(cli_runs):
+    out = cli_runs[0][HELP]
+    assert out.returncode == 0, out.stderr
+    for sub in ("demo", "collect-demos", "stats", "train", "eval"):
+        assert sub in out.stdout
+
+
+@pytest.mark.slow
+def test_demo_help_shows_options(cli_runs):
+    out = cli_runs[0][DEMO_HELP]
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for opt in ("--out", "--demos.episodes-per-task", "--recipe.horizon", "--recipe.train.steps",
+                "--eval.episodes", "--env.image-size"):
+        assert opt in text, opt
+    assert "--recipe.model.image-size" not in text  # derived from the data: hidden
+
+
+@pytest.mark.slow
+def test_eval_of_missing_policy_fails_clearly(cli_runs):
+    results, out_dir = cli_runs
+    out = results[EVAL_MISSING]
+    assert out.returncode != 0
+    err = out.stdout + out.stderr
+    assert "PolicyLoadError" in err or "not a saved policy" in err
+    assert "no config.json" in err
+    assert not (out_dir / "eval.json").exists()
+
+
+def test_stats_command_recomputes_stats(tmp_path, tiny_dataset, tiny_stats):
+    data = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, data)
+    (data / "stats.json").unlink()
+    commands.stats(commands.StatsArgs(data=data))
+    assert DatasetStats.load(data) == tiny_stats

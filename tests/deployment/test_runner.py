@@ -1,0 +1,214 @@
+"""run_episode / collect_interactions with a tiny real VLAPolicy on the real pick-place env."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import apo.deployment.collect as collect_mod
+from apo.data import load_episodes
+from apo.data.episode import LABEL_HUMAN as H, LABEL_POLICY as P, LABEL_UNDESIRABLE as U, Episode
+from apo.deployment.collect import INTERACTION_SEED_BASE, collect_interactions
+from apo.deployment.runner import DeployConfig, run_episode
+from apo.deployment.sources import Decision, InterventionSource
+from apo.envs import EnvConfig, get_task, make_env
+
+pytestmark = pytest.mark.slow
+
+TASK = "pick-place-v3"
+MAX_STEPS = 30
+PERSON_ACTION = np.array([0.1, -0.2, 0.3, 1.0], np.float32)
+
+
+class RecordingEnv:
+    """The real env, remembering every action it executed; close() is a no-op (module fixture)."""
+
+    def __init__(self, env):
+        self.env = env
+        self.executed: list[np.ndarray] = []
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, **kw):
+        self.executed = []
+        return self.env.reset(**kw)
+
+    def step(self, action):
+        self.executed.append(np.array(action, np.float32))
+        return self.env.step(action)
+
+    def close(self):
+        pass
+
+
+class ScriptSource(InterventionSource):
+    """Decides by call index (paused calls count too): ``plan(call, ctx) -> Decision``."""
+
+    name = "script"
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.contexts = []
+        self.resets: list[int] = []
+        self.closed = False
+
+    def reset(self, seed):
+        self.resets.append(seed)
+        self.contexts = []
+
+    def decide(self, ctx):
+        self.contexts.append(ctx)
+        return self.plan(len(self.contexts) - 1, ctx)
+
+    def close(self):
+        self.closed = True
+
+
+def takeover_at(steps):
+    return lambda call, ctx: Decision(action=PERSON_ACTION.copy()) if ctx.t in steps else Decision()
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = make_env(TASK, EnvConfig(max_steps=MAX_STEPS))
+    yield RecordingEnv(e)
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_bin_policy):
+    return tiny_bin_policy([get_task(TASK).instruction], seed=0, horizon=2)
+
+
+def policy_first_action(policy, ep: Episode, t: int) -> np.ndarray:
+    return policy.act({"image": ep.images[t], "proprio": ep.proprio[t], "instruction": ep.instruction})[0]
+
+
+def test_takeover_labels_actions_and_proposals(env, policy):
+    src = ScriptSource(takeover_at(range(12, 18)))
+    ep, summary = run_episode(env, policy, src, seed=5, cfg=DeployConfig(k_undesirable=5))
+    assert src.resets == [5]
+    assert ep is not None and len(ep) == MAX_STEPS and not ep.success
+    expect = np.array([P] * 7 + [U] * 5 + [H] * 6 + [P] * 12, np.int8)
+    np.testing.assert_array_equal(ep.labels, expect)
+    assert ep.labels.dtype == np.int8
+    # summary counts the raw takeover, the person's steps
+    assert summary.steps == MAX_STEPS and summary.human_steps == 6 and summary.takeovers == 1
+    assert not summary.aborted and not summary.autonomous_success
+    # the executed actions: the person's during the takeover, the policy's proposal otherwise
+    np.testing.assert_array_equal(ep.actions[12:18], np.tile(PERSON_ACTION, (6, 1)))
+    policy_steps = np.flatnonzero(ep.labels != H)
+    np.testing.assert_array_equal(ep.actions[policy_steps], ep.policy_actions[policy_steps])
+    np.testing.assert_array_equal(np.stack(env.executed), ep.actions)  # what was recorded is what ran
+    # proposals are recorded at every step, also during the takeover, and are what the source saw
+    assert ep.policy_actions.shape == ep.actions.shape
+    assert np.isfinite(ep.policy_actions).all()
+    assert [c.t for c in src.contexts] == list(range(MAX_STEPS))
+    for t, c in enumerate(src.contexts):
+        np.testing.assert_array_equal(c.policy_action, ep.policy_actions[t])
+        np.testing.assert_array_equal(c.obs["image"], ep.images[t])
+    # during the takeover (and right after it) the policy re-plans from the current observation
+    for t in (12, 15, 17, 18):
+        np.testing.assert_allclose(ep.policy_actions[t], policy_first_action(policy, ep, t), atol=1e-6)
+    # with horizon 2 the policy executes its whole chunk: step 1 is the second action planned at step 0
+    chunk0 = policy.act({"image": ep.images[0], "proprio": ep.proprio[0], "instruction": ep.instruction})
+    np.testing.assert_allclose(ep.policy_actions[:2], chunk0, atol=1e-6)
+    # episode bookkeeping
+    assert ep.source == "interaction" and ep.seed == 5 and ep.task == TASK
+    assert ep.dones.tolist() == [False] * (MAX_STEPS - 1) + [True]
+    assert ep.extras["takeovers"] == "1" and ep.extras["k_undesirable"] == "5" and ep.extras["source"] == "script"
+    ep.validate()
+
+
+def test_execute_steps_one_replans_every_step(env, policy):
+    src = ScriptSource(lambda call, ctx: Decision(stop=ctx.t == 3))
+    ep, summary = run_episode(env, policy, src, seed=5, cfg=DeployConfig(execute_steps=1))
+    assert len(ep) == 4 and summary.takeovers == 0  # stop ends the episode after the step
+    assert (ep.labels == P).all()
+    for t in range(4):
+        np.testing.assert_allclose(ep.policy_actions[t], policy_first_action(policy, ep, t), atol=1e-6)
+
+
+def test_paused_steps_record_nothing_and_hold_still(env, policy):
+    # calls 4, 5, 6 are paused (device lost); the robot holds still with the last gripper command
+    src = ScriptSource(lambda call, ctx: Decision(paused=True) if call in (4, 5, 6)
+                       else Decision(action=PERSON_ACTION.copy()) if call in (2, 3) else Decision())
+    ep, summary = run_episode(env, policy, src, seed=6, cfg=DeployConfig(k_undesirable=1))
+    executed = np.stack(env.executed)
+    assert len(executed) == MAX_STEPS  # the env still advances during the pause
+    assert len(ep) == MAX_STEPS - 3 and summary.steps == MAX_STEPS - 3
+    for i in (4, 5, 6):
+        np.testing.assert_array_equal(executed[i], [0, 0, 0, PERSON_ACTION[3]])
+    kept = np.delete(executed, [4, 5, 6], axis=0)
+    np.testing.assert_array_equal(kept, ep.actions)
+    np.testing.assert_array_equal(ep.labels[:5], [P, U, H, H, P])
+    # the step index given to the source does not advance while paused
+    assert [c.t for c in src.contexts[:9]] == [0, 1, 2, 3, 4, 4, 4, 4, 5]
+    assert not summary.aborted
+
+
+def test_pause_from_the_start_holds_gripper_open_and_max_pause_aborts(env, policy):
+    src = ScriptSource(lambda call, ctx: Decision(paused=True))
+    ep, summary = run_episode(env, policy, src, seed=7, cfg=DeployConfig(max_pause_steps=4))
+    assert ep is None and summary.steps == 0 and summary.aborted
+    assert len(env.executed) == 4
+    np.testing.assert_array_equal(np.stack(env.executed), np.tile([0, 0, 0, -1.0], (4, 1)))
+
+
+def test_max_pause_steps_aborts_mid_episode(env, policy):
+    src = ScriptSource(lambda call, ctx: Decision(paused=True) if call >= 5 else Decision(mark="failure" if call == 1 else None))
+    ep, summary = run_episode(env, policy, src, seed=7, cfg=DeployConfig(max_pause_steps=3))
+    assert summary.aborted and len(ep) == 5 and len(env.executed) == 8
+    assert summary.mark == "failure" and ep.extras["aborted"] == "True" and ep.extras["mark"] == "failure"
+    ep.validate()
+
+
+def test_deploy_config_validation():
+    with pytest.raises(ValueError):
+        DeployConfig(k_undesirable=-1)
+    with pytest.raises(ValueError):
+        DeployConfig(execute_steps=0)
+
+
+def test_collect_interactions_writes_and_resumes(env, policy, tmp_path, monkeypatch):
+    env_cfg = EnvConfig(max_steps=MAX_STEPS)
+    made = []
+
+    def shared_env(task, cfg):
+        assert task == TASK and cfg == env_cfg
+        made.append(task)
+        return env
+
+    monkeypatch.setattr(collect_mod, "make_env", shared_env)
+    sources: list[ScriptSource] = []
+
+    def make_source(task):
+        sources.append(ScriptSource(takeover_at(range(10, 14))))
+        return sources[-1]
+
+    out = tmp_path / "interactions"
+    cfg = DeployConfig(k_undesirable=3)
+    s1 = collect_interactions(policy, (TASK,), 1, make_source, out, cfg=cfg, env_cfg=env_cfg, seed=0)
+    assert s1.episodes == 1 and s1.takeovers == 1 and s1.human_steps == 4 and s1.steps == MAX_STEPS
+    assert sources[0].resets == [INTERACTION_SEED_BASE] and sources[0].closed
+    assert (out / "stats.json").exists()
+    data = json.loads((out / "summary.json").read_text())
+    assert data["summary"]["episodes"] == 1 and data["deploy"]["k_undesirable"] == 3
+    assert data["summary"]["intervention_rate"] == pytest.approx(4 / MAX_STEPS)
+
+    # re-run asking for 2: the recorded episode (same seed) is skipped, only one new episode runs
+    s2 = collect_interactions(policy, (TASK,), 2, make_source, out, cfg=cfg, env_cfg=env_cfg, seed=0)
+    assert sources[1].resets == [INTERACTION_SEED_BASE + 1]
+    eps = load_episodes(out)
+    assert len(eps) == 2 and sorted(e.seed for e in eps) == [INTERACTION_SEED_BASE, INTERACTION_SEED_BASE + 1]
+    assert s2.episodes == 2 and s2.takeovers == 2 and s2.human_steps == 8 and s2.steps == 2 * MAX_STEPS
+    assert json.loads((out / "summary.json").read_text())["summary"]["episodes"] == 2
+    for ep in eps:  # recorded safely: valid interaction episodes with proposals and relabeled labels
+        ep.validate()
+        assert ep.source == "interaction" and ep.policy_actions is not None and ep.task == TASK
+        np.testing.assert_array_equal(ep.labels, [P] * 7 + [U] * 3 + [H] * 4 + [P] * 16)
+        np.testing.assert_array_equal(ep.actions[10:14], np.tile(PERSON_ACTION, (4, 1)))
+    assert len(made) == 2

@@ -1,0 +1,218 @@
+"""SimulatedPerson: the scripted expert watching hand-built step contexts.
+
+Contexts use a real MetaWorld state; the policy's proposed action is chosen per step: the
+expert's own action (agrees) or the expert's action shifted by 1 in x (diverges by exactly 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from apo.deployment.simulated import SimulatedPerson, SimulatedPersonConfig
+from apo.deployment.sources import StepContext
+from apo.envs import ScriptedExpert
+
+pytestmark = pytest.mark.slow  # a real MuJoCo env is built once per module
+
+TASK = "pick-place-v3"
+AGREE, DIVERGE = "agree", "diverge"
+
+# every trigger but the one under test is off; the person reacts at once
+QUIET = SimulatedPersonConfig(divergence_steps=0, no_progress_steps=0, object_bounds=None, max_reaction_delay=0,
+                              hold_steps=4)
+
+
+def cfg(**kw) -> SimulatedPersonConfig:
+    return dataclasses.replace(QUIET, **kw)
+
+
+@pytest.fixture(scope="module")
+def expert_action(pick_place_state) -> np.ndarray:
+    return ScriptedExpert(TASK).act(pick_place_state)
+
+
+def proposal(kind: str, expert_action: np.ndarray) -> np.ndarray:
+    a = expert_action.copy()
+    if kind == DIVERGE:
+        a[0] += 1.0  # L2 distance 1.0 > threshold 0.6
+    return a
+
+
+def run(person: SimulatedPerson, state: np.ndarray, expert_action: np.ndarray, kinds: list[str],
+        rewards: list[float] | None = None, success: list[bool] | None = None, seed: int = 0):
+    """Feed one context per entry of ``kinds``; returns the decisions."""
+    person.reset(seed)
+    out = []
+    for t, kind in enumerate(kinds):
+        ctx = StepContext(t=t, obs={}, state=state, policy_action=proposal(kind, expert_action),
+                          reward=rewards[t] if rewards is not None else 0.0,
+                          success=success[t] if success is not None else False)
+        out.append(person.decide(ctx))
+    return out
+
+
+def who(decisions) -> str:
+    """'P' where the policy acts, 'H' where the person acts."""
+    return "".join("H" if d.action is not None else "P" for d in decisions)
+
+
+def test_expert_action_is_state_only(pick_place_state, expert_action):
+    # the tests rely on the expert being a pure function of the state
+    np.testing.assert_array_equal(ScriptedExpert(TASK).act(pick_place_state), expert_action)
+    assert np.linalg.norm(proposal(DIVERGE, expert_action)[:3] - expert_action[:3]) == pytest.approx(1.0)
+
+
+def test_person_acts_with_the_experts_action(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=1))
+    (d,) = run(person, pick_place_state, expert_action, [DIVERGE])
+    assert d.action is not None and not d.paused and not d.stop
+    np.testing.assert_array_equal(d.action, expert_action)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_divergence_triggers_after_exactly_n_diverging_steps(pick_place_state, expert_action, n):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=n, hold_steps=50))
+    decisions = run(person, pick_place_state, expert_action, [DIVERGE] * 8)
+    # steps 0..n-2 diverge without a takeover; the n-th diverging step (index n-1) is taken over
+    assert who(decisions) == "P" * (n - 1) + "H" * (8 - n + 1)
+    assert person.triggers == [(n - 1, "divergence")]
+    assert person.takeovers == 1
+
+
+def test_divergence_count_resets_on_an_agreeing_step(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=3))
+    kinds = [DIVERGE, DIVERGE, AGREE, DIVERGE, DIVERGE, AGREE, DIVERGE, DIVERGE, DIVERGE]
+    assert who(run(person, pick_place_state, expert_action, kinds)) == "PPPPPPPPH"
+
+
+def test_agreeing_policy_is_never_taken_over(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=2))
+    assert who(run(person, pick_place_state, expert_action, [AGREE] * 10)) == "P" * 10
+    assert person.takeovers == 0 and person.triggers == []
+
+
+def test_hold_for_hold_steps_then_hand_back_span(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=2, hold_steps=4, release="span"))
+    # the policy keeps diverging: takeover at 1, 4 steps of control (1..4), hand back at 5,
+    # then 2 more diverging steps (6, 7) trigger the next takeover at 7
+    decisions = run(person, pick_place_state, expert_action, [DIVERGE] * 12)
+    assert who(decisions) == "PHHHHPPHHHHP"
+    assert person.takeovers == 2
+    assert [t for t, _ in person.triggers] == [1, 7]
+
+
+def test_release_agree_hands_back_early(pick_place_state, expert_action):
+    c = cfg(divergence_steps=1, hold_steps=10, release="agree", min_hold_steps=2, agree_steps=2)
+    person = SimulatedPerson(TASK, c)
+    # takeover at 0; policy agrees from step 1: in control 0, 1 (min_hold_steps=2), hand back at 2
+    kinds = [DIVERGE] + [AGREE] * 7
+    assert who(run(person, pick_place_state, expert_action, kinds)) == "HHPPPPPP"
+    # with release='span' the same sequence is held for hold_steps
+    span = SimulatedPerson(TASK, dataclasses.replace(c, release="span"))
+    assert who(run(span, pick_place_state, expert_action, [DIVERGE] + [AGREE] * 11)) == "H" * 10 + "PP"
+
+
+def test_release_agree_needs_consecutive_agreement(pick_place_state, expert_action):
+    c = cfg(divergence_steps=1, hold_steps=10, release="agree", min_hold_steps=1, agree_steps=3)
+    person = SimulatedPerson(TASK, c)
+    kinds = [DIVERGE, AGREE, AGREE, DIVERGE, AGREE, AGREE, AGREE, AGREE]
+    # agreement at 1, 2 is broken at 3; 4, 5, 6 agree -> hand back at 6
+    assert who(run(person, pick_place_state, expert_action, kinds)) == "HHHHHHPP"
+
+
+def test_release_agree_still_capped_by_hold_steps(pick_place_state, expert_action):
+    c = cfg(divergence_steps=1, hold_steps=3, release="agree", min_hold_steps=1, agree_steps=2)
+    person = SimulatedPerson(TASK, c)
+    # the policy never agrees: the person hands back after hold_steps anyway
+    d = run(person, pick_place_state, expert_action, [DIVERGE] * 4)
+    assert who(d) == "HHHP"
+
+
+def test_no_takeover_after_success(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=1))
+    d = run(person, pick_place_state, expert_action, [DIVERGE] * 6, success=[False, False] + [True] * 4,
+            rewards=[0.0] * 6)
+    # takeover at 0 (before success) held 4 steps (0..3); after the hand back at 4 no new takeover
+    assert who(d) == "HHHHPP"
+    person = SimulatedPerson(TASK, cfg(divergence_steps=1))
+    assert who(run(person, pick_place_state, expert_action, [DIVERGE] * 5, success=[True] * 5)) == "PPPPP"
+    assert person.takeovers == 0
+
+
+def test_max_takeovers_cap(pick_place_state, expert_action):
+    capped = SimulatedPerson(TASK, cfg(divergence_steps=1, hold_steps=2, max_takeovers=1))
+    free = SimulatedPerson(TASK, cfg(divergence_steps=1, hold_steps=2))
+    kinds = [DIVERGE] * 10
+    assert who(run(free, pick_place_state, expert_action, kinds)) == "HHPHHPHHPH"
+    assert who(run(capped, pick_place_state, expert_action, kinds)) == "HHPPPPPPPP"
+    assert capped.takeovers == 1 and free.takeovers == 4
+
+
+def test_object_lost_trigger(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(object_bounds=(-0.45, 0.3, -0.05, 0.45, 1.0, 0.6)))
+    # the real initial state keeps the puck inside the box: nothing happens
+    assert who(run(person, pick_place_state, expert_action, [AGREE] * 3)) == "PPP"
+    for axis, value in ((0, 0.9), (1, 0.1), (2, -0.3)):
+        lost = pick_place_state.copy()
+        lost[4 + axis] = value  # state[4:7] is the object position
+        person = SimulatedPerson(TASK, cfg(object_bounds=(-0.45, 0.3, -0.05, 0.45, 1.0, 0.6)))
+        d = run(person, lost, expert_action, [AGREE] * 2)
+        assert who(d)[0] == "H", axis
+        assert person.triggers == [(0, "object_lost")]
+    # disabled bounds: no trigger
+    person = SimulatedPerson(TASK, cfg(object_bounds=None))
+    assert who(run(person, lost, expert_action, [AGREE] * 3)) == "PPP"
+
+
+def test_no_progress_trigger(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(no_progress_steps=4, hold_steps=50))
+    # step 0 sets the best reward; steps 1..4 make no progress -> takeover at step 4
+    d = run(person, pick_place_state, expert_action, [AGREE] * 7, rewards=[0.0] * 7)
+    assert who(d) == "PPPPHHH"
+    assert person.triggers == [(4, "no_progress")]
+    # steady progress (> progress_margin each step) never triggers
+    person = SimulatedPerson(TASK, cfg(no_progress_steps=4, progress_margin=0.05))
+    d = run(person, pick_place_state, expert_action, [AGREE] * 10, rewards=[0.1 * t for t in range(10)])
+    assert who(d) == "P" * 10
+    # improvements below the margin do not count as progress
+    person = SimulatedPerson(TASK, cfg(no_progress_steps=4, progress_margin=0.05, hold_steps=50))
+    d = run(person, pick_place_state, expert_action, [AGREE] * 6, rewards=[0.01 * t for t in range(6)])
+    assert who(d) == "PPPPHH"
+
+
+def test_reaction_delay_bounded_and_deterministic(pick_place_state, expert_action):
+    c = cfg(divergence_steps=2, hold_steps=3, max_reaction_delay=3)
+    kinds = [DIVERGE] * 40
+    delays = set()
+    for seed in range(8):
+        a = SimulatedPerson(TASK, c)
+        b = SimulatedPerson(TASK, c)
+        da = run(a, pick_place_state, expert_action, kinds, seed=seed)
+        db = run(b, pick_place_state, expert_action, kinds, seed=seed)
+        # same seed + same contexts -> identical decisions (and triggers)
+        assert who(da) == who(db)
+        for x, y in zip(da, db):
+            assert (x.action is None) == (y.action is None)
+            if x.action is not None:
+                np.testing.assert_array_equal(x.action, y.action)
+        assert a.triggers == b.triggers
+        # reset() restarts the same sequence on the same instance
+        assert who(run(a, pick_place_state, expert_action, kinds, seed=seed)) == who(da)
+        # the first takeover starts 0..max_reaction_delay steps after the trigger at step 1
+        first = who(da).index("H")
+        assert a.triggers[0] == (1, "divergence")
+        assert 1 <= first <= 1 + 3
+        delays.add(first - 1)
+    assert len(delays) > 1, "the reaction delay should depend on the seed"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        SimulatedPersonConfig(hold_steps=0)
+    with pytest.raises(ValueError):
+        SimulatedPersonConfig(divergence_steps=-1)
+    with pytest.raises(ValueError, match="release"):
+        SimulatedPersonConfig(release="never")
