@@ -22,7 +22,7 @@ Usage::
 
     python benchmarks/bench_refine.py [--quick] [--threads 1] [--out benchmarks/results/refine.json]
 
-``--quick`` (~1 min) is a smoke test with few steps; the full run takes ~5 min. Run it on an
+``--quick`` (~1 min) is a smoke test with few steps; the full run takes ~3-5 min. Run it on an
 idle machine: the JSON records the load average at the start and at the end.
 """
 
@@ -46,6 +46,7 @@ from apo.data import Episode
 from apo.data.balanced import BalancedSampler
 from apo.data.dataset import CATEGORY_NAMES, StepData
 from apo.deployment.labels import relabel_pre_takeover
+from apo.deployment.runner import DeployConfig
 from apo.envs import ACTION_DIM, DEV_SUITE, PROPRIO_DIM, get_task
 from apo.models.lora import add_lora
 from apo.objectives import OBJECTIVES
@@ -73,8 +74,8 @@ class Budget:
     """Synthetic interaction episodes (two takeovers each)."""
 
 
-QUICK = Budget(steps=5, warmup=1, demos=4, interactions=4)
-FULL = Budget(steps=40, warmup=2, demos=8, interactions=8)
+QUICK = Budget(steps=12, warmup=1, demos=4, interactions=4)
+FULL = Budget(steps=60, warmup=2, demos=8, interactions=8)
 
 
 # ----- synthetic data -----
@@ -89,14 +90,13 @@ def smooth_actions(rng: np.random.Generator, T: int) -> np.ndarray:
 def synthetic_episode(rng: np.random.Generator, i: int, T: int, size: int, interaction: bool) -> Episode:
     task = DEV_SUITE[i % len(DEV_SUITE)]
     actions = smooth_actions(rng, T)
-    kw = {}
     if interaction:  # the policy acts (1), the person takes over twice (2); then pre-takeover relabeling (0)
         raw = np.ones(T, np.int8)
         for start in (int(rng.integers(15, 30)), int(rng.integers(55, 70))):
             raw[start:start + HOLD_STEPS] = 2
         proposals = actions.copy()  # the policy's proposals equal the executed actions where it acted
         proposals[raw == 2] = smooth_actions(rng, int((raw == 2).sum()))
-        kw = {"labels": relabel_pre_takeover(raw, RefineConfig().train.batch_size and 10), "source": "interaction",
+        kw = {"labels": relabel_pre_takeover(raw, DeployConfig().k_undesirable), "source": "interaction",
               "policy_actions": proposals}
     else:
         kw = {"labels": np.full(T, 2, np.int8), "source": "expert"}

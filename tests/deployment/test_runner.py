@@ -87,8 +87,23 @@ def policy_first_action(policy, ep: Episode, t: int) -> np.ndarray:
     return policy.act({"image": ep.images[t], "proprio": ep.proprio[t], "instruction": ep.instruction})[0]
 
 
-def test_takeover_labels_actions_and_proposals(env, policy):
+def spy_on_act(monkeypatch, policy, src):
+    """Record (step index, returned chunk) of every policy.act call during an episode."""
+    calls: list[tuple[int, np.ndarray]] = []
+    real_act = policy.act
+
+    def act(obs):
+        chunk = real_act(obs)
+        calls.append((len(src.contexts), chunk.copy()))  # the source is asked after the policy
+        return chunk
+
+    monkeypatch.setattr(policy, "act", act)
+    return calls
+
+
+def test_takeover_labels_actions_and_proposals(env, policy, monkeypatch):
     src = ScriptSource(takeover_at(range(12, 18)))
+    calls = spy_on_act(monkeypatch, policy, src)
     ep, summary = run_episode(env, policy, src, seed=5, cfg=DeployConfig(k_undesirable=5))
     assert src.resets == [5]
     assert ep is not None and len(ep) == MAX_STEPS and not ep.success
@@ -110,12 +125,16 @@ def test_takeover_labels_actions_and_proposals(env, policy):
     for t, c in enumerate(src.contexts):
         np.testing.assert_array_equal(c.policy_action, ep.policy_actions[t])
         np.testing.assert_array_equal(c.obs["image"], ep.images[t])
-    # during the takeover (and right after it) the policy re-plans from the current observation
-    for t in (12, 15, 17, 18):
+    # horizon 2: the policy plans every 2nd step while it acts, and at every step during the
+    # takeover and right after it (re-planning from the current observation)
+    assert [t for t, _ in calls] == [0, 2, 4, 6, 8, 10, 12, 13, 14, 15, 16, 17, 18, 20, 22, 24, 26, 28]
+    for t, chunk in calls:
+        np.testing.assert_array_equal(ep.policy_actions[t], chunk[0])
+        if t not in range(11, 18):  # the chunk's second action is proposed at the next step
+            np.testing.assert_array_equal(ep.policy_actions[t + 1], chunk[1])
+    # and the proposals are the real policy's actions for the recorded observations
+    for t in (0, 12, 15, 18):
         np.testing.assert_allclose(ep.policy_actions[t], policy_first_action(policy, ep, t), atol=1e-6)
-    # with horizon 2 the policy executes its whole chunk: step 1 is the second action planned at step 0
-    chunk0 = policy.act({"image": ep.images[0], "proprio": ep.proprio[0], "instruction": ep.instruction})
-    np.testing.assert_allclose(ep.policy_actions[:2], chunk0, atol=1e-6)
     # episode bookkeeping
     assert ep.source == "interaction" and ep.seed == 5 and ep.task == TASK
     assert ep.dones.tolist() == [False] * (MAX_STEPS - 1) + [True]
@@ -123,13 +142,16 @@ def test_takeover_labels_actions_and_proposals(env, policy):
     ep.validate()
 
 
-def test_execute_steps_one_replans_every_step(env, policy):
+def test_execute_steps_one_replans_every_step(env, policy, monkeypatch):
     src = ScriptSource(lambda call, ctx: Decision(stop=ctx.t == 3))
+    calls = spy_on_act(monkeypatch, policy, src)
     ep, summary = run_episode(env, policy, src, seed=5, cfg=DeployConfig(execute_steps=1))
     assert len(ep) == 4 and summary.takeovers == 0  # stop ends the episode after the step
     assert (ep.labels == P).all()
-    for t in range(4):
-        np.testing.assert_allclose(ep.policy_actions[t], policy_first_action(policy, ep, t), atol=1e-6)
+    assert [t for t, _ in calls] == [0, 1, 2, 3]
+    for t, chunk in calls:
+        np.testing.assert_array_equal(ep.policy_actions[t], chunk[0])
+        np.testing.assert_array_equal(ep.actions[t], chunk[0])
 
 
 def test_paused_steps_record_nothing_and_hold_still(env, policy):
@@ -148,6 +170,13 @@ def test_paused_steps_record_nothing_and_hold_still(env, policy):
     # the step index given to the source does not advance while paused
     assert [c.t for c in src.contexts[:9]] == [0, 1, 2, 3, 4, 4, 4, 4, 5]
     assert not summary.aborted
+
+
+def test_pause_counter_resets_after_a_recorded_step(env, policy):
+    # pauses of 2 calls separated by recorded steps never reach max_pause_steps=3 in a row
+    src = ScriptSource(lambda call, ctx: Decision(paused=call in (2, 3, 5, 6, 8, 9)))
+    ep, summary = run_episode(env, policy, src, seed=6, cfg=DeployConfig(max_pause_steps=3))
+    assert not summary.aborted and len(ep) == MAX_STEPS - 6
 
 
 def test_pause_from_the_start_holds_gripper_open_and_max_pause_aborts(env, policy):

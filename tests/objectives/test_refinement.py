@@ -179,12 +179,18 @@ def test_from_config_reads_the_refine_config():
 
 def test_kl_samples_subsample_the_batch(policy, batch):
     # B = 16, kl_samples = 4: z0 uses every 4th sample (0, 4, 8, 12) with its KL partner's tokens
-    _, m = KTO(kl_samples=4)(policy, batch)
+    b = dict(batch, ref_kl_logp=batch["ref_kl_logp"] - torch.linspace(0, 3, len(batch["tokens"]))[:, None])
+    _, m = KTO(kl_samples=4)(policy, b)
     sub = torch.tensor([0, 4, 8, 12])
     with torch.no_grad():
-        kl = policy.log_prob({k: v[sub] for k, v in batch.items()}, batch["kl_tokens"][sub])
-    expect = max(0.0, (kl - batch["ref_kl_logp"][sub]).sum(1).mean().item())
+        kl = policy.log_prob({k: v[sub] for k, v in b.items()}, b["kl_tokens"][sub])
+    expect = (kl - b["ref_kl_logp"][sub]).sum(1).mean().item()
+    assert expect > 0  # not clamped: the check sees which pairs were used
     assert m["kl"] == pytest.approx(expect, abs=1e-5)
+    _, m_all = KTO(kl_samples=16)(policy, b)
+    with torch.no_grad():
+        kl_all = policy.log_prob(b, b["kl_tokens"])
+    assert m_all["kl"] == pytest.approx((kl_all - b["ref_kl_logp"]).sum(1).mean().item(), abs=1e-5)
 
 
 # ----- DPO -----

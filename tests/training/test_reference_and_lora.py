@@ -110,6 +110,10 @@ def test_cached_and_online_reference_fill_identical_fields_and_apo_loss(data, re
     # the fields are the reference's own log-probs of the step's tokens
     with torch.no_grad():
         torch.testing.assert_close(b_online["ref_logp"], ref_policy.log_prob(b_online), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b_cached["ref_kl_logp"], ref_policy.log_prob(b_cached, b_cached["kl_tokens"]),
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b_cached["ref_policy_logp"], ref_policy.log_prob(b_cached, b_cached["policy_tokens"]),
+                                   atol=1e-5, rtol=1e-5)
     # the objective gives the same loss (and gradient) with either reference
     obj = APO(beta=0.5, kl_samples=4)
     loss_c, m_c = obj(policy, b_cached)

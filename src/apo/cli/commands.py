@@ -13,6 +13,8 @@ import tyro
 from rich.console import Console
 
 from apo.data.demos import DemoConfig
+from apo.deployment.console.help import HelpConfig
+from apo.deployment.console.session import ConsoleConfig
 from apo.deployment.runner import DeployConfig
 from apo.deployment.simulated import SimulatedPersonConfig
 from apo.envs import EnvConfig
@@ -128,6 +130,63 @@ def collect(args: Annotated[CollectArgs, tyro.conf.arg(name="")]) -> None:
         f"{d['takeovers_per_episode']:.2f} takeovers/episode, success {d['success_rate_with_help']:.0%} with help, "
         f"{d['success_rate_without_help']:.0%} without"
     )
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    policy: Path
+    """Saved policy folder to deploy."""
+    out: Path
+    """Folder for the recorded interaction episodes (resumable; same format and labels as `apo collect`)."""
+    tasks: tuple[str, ...] = ("pick-place-v3",)
+    """Tasks to deploy on, one after the other."""
+    episodes_per_task: int = 20
+    """Episodes per task."""
+    host: str = "127.0.0.1"
+    """Address to bind. Anything but a loopback address needs a token."""
+    port: int = 8000
+    """Port to bind (0: any free port)."""
+    token: str | None = None
+    """Access token (>= 16 characters), required when host is not loopback; default: $APO_CONSOLE_TOKEN.
+    Open the console at http://HOST:PORT/?token=TOKEN."""
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    ask: HelpConfig = field(default_factory=HelpConfig)
+    """When the robot asks for help (a banner on the console); off unless a threshold or a budget is given."""
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    seed: int = 0
+    """Offset of the interaction env seeds."""
+
+
+def serve(args: Annotated[ServeArgs, tyro.conf.arg(name="")]) -> None:
+    """Browser console: watch the robot, take over with the keyboard, mark and replay episodes (records like `apo collect`)."""
+    import os
+
+    try:
+        from apo.deployment.console.server import ConsoleServer, InsecureBindError, check_bind
+    except ImportError as e:
+        console.print(f"[red]error:[/red] the console needs FastAPI and uvicorn ({e}): pip install -e '.[console]'")
+        raise SystemExit(2) from e
+    from apo.deployment.console import ConsoleSession
+    from apo.models import VLAPolicy
+
+    token = args.token or os.environ.get("APO_CONSOLE_TOKEN") or None
+    try:
+        check_bind(args.host, token)  # before loading anything
+    except InsecureBindError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise SystemExit(2) from e
+    policy = VLAPolicy.load(args.policy)
+    session = ConsoleSession(policy, args.out, args.tasks, args.episodes_per_task, args.deploy, args.env, args.seed,
+                             args.console, args.ask)
+    try:
+        server = ConsoleServer(session, args.host, args.port, token, log_level="warning")
+    except (InsecureBindError, OSError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise SystemExit(2) from e
+    console.print(f"[green]console[/green] at {server.url}  (episodes -> {args.out}; Ctrl-C to stop)")
+    server.run()
+    console.print(f"recorded {len(session.episodes())} episodes in {args.out}")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def _run() -> None:
             "train": commands.train,
             "eval": commands.evaluate,
             "collect": commands.collect,
+            "serve": commands.serve,
             "refine": commands.refine,
             "benchmark": commands.benchmark,
             "loop": commands.loop,

@@ -11,10 +11,18 @@ the expert's actions, and hands back after ``hold_steps`` steps (``release="span
 ``release="agree"``, once the policy's proposals agree with the expert for ``agree_steps``
 consecutive steps (at least ``min_hold_steps``, at most ``hold_steps``). No takeover after
 success. Everything is deterministic given the episode seed.
+
+Help requests (optional, off by default): given a ``help_signal`` (a callable returning True
+while the robot asks for help, e.g. ``apo.deployment.console.HelpRequester``), the person can
+take over when asked (``honour_requests``) and/or look only when asked (``watch="on_request"``:
+triggers are checked only while a request is active, a takeover is pending or the person is in
+control; what happens while the person looks away is not seen). ``watched_steps`` counts the
+steps the person had to watch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +56,10 @@ class SimulatedPersonConfig:
     """The person reacts 0..max_reaction_delay steps after a trigger (seeded)."""
     max_takeovers: int | None = None
     """Cap on takeovers per episode (None: unlimited)."""
+    honour_requests: bool = False
+    """Take over (after the reaction delay) when the robot asks for help (needs a help signal)."""
+    watch: Literal["always", "on_request"] = "always"
+    """'always': watch every step; 'on_request': look only while the robot asks for help (needs a help signal)."""
 
     def __post_init__(self) -> None:
         if self.hold_steps < 1 or self.min_hold_steps < 1 or self.agree_steps < 1:
@@ -56,14 +68,21 @@ class SimulatedPersonConfig:
             raise ValueError("divergence_steps, no_progress_steps and max_reaction_delay must be >= 0")
         if self.release not in ("span", "agree"):
             raise ValueError(f"release must be 'span' or 'agree', got {self.release!r}")
+        if self.watch not in ("always", "on_request"):
+            raise ValueError(f"watch must be 'always' or 'on_request', got {self.watch!r}")
 
 
 @INTERVENTION_SOURCES.register("simulated")
 class SimulatedPerson(InterventionSource):
     name = "simulated"
 
-    def __init__(self, task: str, config: SimulatedPersonConfig = SimulatedPersonConfig()):
+    def __init__(self, task: str, config: SimulatedPersonConfig = SimulatedPersonConfig(),
+                 help_signal: Callable[[], bool] | None = None):
+        if config.watch == "on_request" and help_signal is None:
+            raise ValueError("watch='on_request' needs a help signal (e.g. a HelpRequester) to know when to look")
         self.cfg = config
+        self.help_signal = help_signal
+        """Returns True while the robot asks for help (None: it never asks)."""
         self.expert = ScriptedExpert(task)
         self.reset(0)
 
@@ -78,6 +97,8 @@ class SimulatedPerson(InterventionSource):
         self.agreeing = 0
         self.takeovers = 0
         self.triggers: list[tuple[int, str]] = []
+        self.watched_steps = 0
+        """Steps the person watched (every step with watch='always')."""
 
     def _diverges(self, policy_action: np.ndarray, expert_action: np.ndarray) -> bool:
         return float(np.linalg.norm(policy_action[:3] - expert_action[:3])) > self.cfg.divergence_threshold
@@ -100,9 +121,17 @@ class SimulatedPerson(InterventionSource):
             return "no_progress"
         return None
 
+    def _look_away(self, ctx: StepContext) -> None:
+        """Not watching (watch='on_request', no request): nothing of this step is seen."""
+        self.diverging, self.since_progress = 0, 0
+        self.best_reward = ctx.reward
+
     def decide(self, ctx: StepContext) -> Decision:
         c = self.cfg
+        asked = self.help_signal is not None and bool(self.help_signal())
         expert_action = self.expert.act(ctx.state)
+        watching = c.watch == "always" or asked or self.in_control > 0 or self.pending is not None
+        self.watched_steps += watching
         if self.in_control:
             self.in_control += 1
             self.agreeing = 0 if self._diverges(ctx.policy_action, expert_action) else self.agreeing + 1
@@ -121,7 +150,13 @@ class SimulatedPerson(InterventionSource):
         if ctx.success or (c.max_takeovers is not None and self.takeovers >= c.max_takeovers):
             return Decision()
         if self.pending is None:
-            trigger = self._check_triggers(ctx, expert_action)
+            if watching:
+                trigger = self._check_triggers(ctx, expert_action)
+            else:
+                trigger = None
+                self._look_away(ctx)
+            if trigger is None and asked and c.honour_requests:
+                trigger = "help_request"
             if trigger is not None:
                 self.trigger = trigger
                 self.pending = int(self.rng.integers(0, c.max_reaction_delay + 1))

@@ -145,15 +145,31 @@ class VLAPolicy(torch.nn.Module):
             policy = cls(VLAConfig(**meta["model"]), tokenizer_from_dict(meta["tokenizer"]), DatasetStats(**meta["stats"]))
         except (KeyError, TypeError, ValueError) as e:
             raise PolicyLoadError(f"{cfg_file} is incomplete or inconsistent ({e!r}); re-save or re-train the policy") from e
+        weights = _read_safetensors(path / "model.safetensors")
         try:
-            policy.model.load_state_dict(load_file(str(path / "model.safetensors")))
-            if meta.get("instructions"):
-                emb = load_file(str(path / "instructions.safetensors"))
+            policy.model.load_state_dict(weights)
+        except RuntimeError as e:  # missing/unexpected keys or shapes that differ from config.json
+            raise PolicyLoadError(
+                f"cannot load weights from {path / 'model.safetensors'}: they do not match {cfg_file} ({e}); "
+                "re-save the policy or restore the config.json it was saved with"
+            ) from e
+        if meta.get("instructions"):
+            emb = _read_safetensors(path / "instructions.safetensors")
+            try:
                 policy._instructions = {n: emb[f"i{i}"] for i, n in enumerate(meta["instructions"])}
-        except Exception as e:  # safetensors raises its own error types
-            raise PolicyLoadError(f"cannot load the weights in {path}: {e}") from e
+            except KeyError as e:
+                raise PolicyLoadError(f"{path / 'instructions.safetensors'} lacks embedding {e}; re-save the policy") from e
         policy.eval()
         return policy
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.exists():
+        raise PolicyLoadError(f"{file} is missing; the policy folder is incomplete: re-save or re-train the policy")
+    try:
+        return load_file(str(file))
+    except Exception as e:  # safetensors raises its own error types (header, truncation)
+        raise PolicyLoadError(f"{file} is corrupt ({e}); re-save or re-train the policy") from e
 
 
 def _rmtree(p: Path) -> None:
