@@ -79,3 +79,35 @@ def test_stats_command_recomputes_stats(tmp_path, tiny_dataset, tiny_stats):
     (data / "stats.json").unlink()
     commands.stats(commands.StatsArgs(data=data))
     assert DatasetStats.load(data) == tiny_stats
+
+
+def test_benchmark_and_loop_take_a_perturbation():
+    import tyro
+
+    from apo.registry import UnknownNameError
+
+    args = tyro.cli(commands.BenchmarkArgs, args=["--out", "r", "--benchmark.perturbation", "texture",
+                                                  "--benchmark.train-seeds", "0", "1"])
+    assert args.benchmark.perturbation == "texture" and args.benchmark.train_seeds == (0, 1)
+    assert tyro.cli(commands.BenchmarkArgs, args=["--out", "r"]).benchmark.perturbation is None
+    loop = tyro.cli(commands.LoopArgs, args=["--policy", "p", "--out", "o", "--loop.perturbation", "position+lighting",
+                                             "--loop.rounds", "5"])
+    assert loop.loop.perturbation == "position+lighting" and loop.loop.rounds == 5
+    with pytest.raises(UnknownNameError, match="Valid names: position, background, texture, lighting"):
+        tyro.cli(commands.BenchmarkArgs, args=["--out", "r", "--benchmark.perturbation", "fog"])
+
+
+@pytest.mark.slow
+def test_help_lists_fit_tokenizer(cli_runs):
+    assert "fit-tokenizer" in cli_runs[0][HELP].stdout
+
+
+def test_fit_tokenizer_command_writes_a_loadable_tokenizer(tmp_path, tiny_dataset, capsys):
+    from apo.tokenizers import FASTActionTokenizer, FASTConfig, load_tokenizer
+
+    out = tmp_path / "fast.json"
+    commands.fit_tokenizer(commands.FitTokenizerArgs(data=tiny_dataset, out=out, horizon=2, fast=FASTConfig(vocab_size=120)))
+    tok = load_tokenizer(out)
+    assert isinstance(tok, FASTActionTokenizer) and tok.horizon == 2 and tok.vocab_size <= 120
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "bin tokenizer: 8" in printed and "padded to 10" in printed and out.name in printed

@@ -54,3 +54,14 @@ def test_validation():
         UniformSampler(0, 4)
     with pytest.raises(ValueError, match="empty"):
         UniformSampler(10, 4, subset=torch.tensor([], dtype=torch.long))
+
+
+def test_shard_and_shard_positions():
+    from apo.data.sampler import shard, shard_positions
+
+    g = torch.arange(100, 112)
+    parts = [shard(g, r, 3) for r in range(3)]
+    assert [p.tolist() for p in parts] == [[100, 103, 106, 109], [101, 104, 107, 110], [102, 105, 108, 111]]
+    for r, p in enumerate(parts):
+        assert torch.equal(g[shard_positions(len(p), r, 3)], p)
+    assert torch.equal(shard(g, 0, 1), g) and torch.equal(shard_positions(12, 0, 1), torch.arange(12))

@@ -241,3 +241,60 @@ def test_collect_interactions_writes_and_resumes(env, policy, tmp_path, monkeypa
         np.testing.assert_array_equal(ep.labels, [P] * 7 + [U] * 3 + [H] * 4 + [P] * 16)
         np.testing.assert_array_equal(ep.actions[10:14], np.tile(PERSON_ACTION, (4, 1)))
     assert len(made) == 2
+
+
+def test_a_kill_mid_episode_loses_only_that_episode(env, policy, tmp_path, monkeypatch):
+    env_cfg = EnvConfig(max_steps=MAX_STEPS)
+    monkeypatch.setattr(collect_mod, "make_env", lambda task, cfg: env)
+    sources: list[ScriptSource] = []
+
+    def interrupted(task):
+        # the person's process is killed (Ctrl-C) at step 5 of the second episode
+        def plan(call, ctx):
+            if len(src.resets) == 2 and ctx.t == 5:
+                raise KeyboardInterrupt
+            return Decision(action=PERSON_ACTION.copy()) if ctx.t in (3, 4) else Decision()
+
+        src = ScriptSource(plan)
+        sources.append(src)
+        return src
+
+    out = tmp_path / "interactions"
+    with pytest.raises(KeyboardInterrupt):
+        collect_interactions(policy, (TASK,), 3, interrupted, out, env_cfg=env_cfg)
+    assert sources[0].closed  # the device is released on the way out
+    (kept,) = load_episodes(out)  # the finished episode is on disk, the interrupted one left nothing
+    assert kept.seed == INTERACTION_SEED_BASE and len(kept) == MAX_STEPS
+    assert sorted(p.name for p in (out / "episodes").iterdir()) == ["demo_000000.hdf5"]
+    first = (out / "episodes" / "demo_000000.hdf5").read_bytes()
+
+    # rerunning the command continues: the recorded episode is skipped, the other two are collected
+    summary = collect_interactions(policy, (TASK,), 3, lambda task: ScriptSource(takeover_at((3, 4))), out,
+                                   env_cfg=env_cfg)
+    eps = load_episodes(out)
+    assert [ep.seed for ep in eps] == [INTERACTION_SEED_BASE + i for i in range(3)]
+    assert (out / "episodes" / "demo_000000.hdf5").read_bytes() == first
+    assert summary.episodes == 3 and summary.takeovers == 3 and summary.human_steps == 6
+
+
+def test_collection_summary_line():
+    s = collect_mod.CollectionSummary(episodes=4, steps=100, human_steps=25, takeovers=6, successes=3,
+                                      autonomous_successes=1)
+    assert s.describe() == ("4 episodes: intervention rate 25.0%, 1.50 takeovers/episode, "
+                            "success 75% with help, 25% without")
+    d = s.as_dict()
+    assert d["success_rate_with_help"] == 0.75 and d["success_rate_without_help"] == 0.25
+
+
+def test_a_missing_device_fails_before_any_env_is_built(policy, tmp_path, monkeypatch):
+    from apo.deployment.devices import DeviceNotFoundError
+
+    built = []
+    monkeypatch.setattr(collect_mod, "make_env", lambda task, cfg: built.append(task))
+
+    def no_gamepad(task):
+        raise DeviceNotFoundError("no gamepad #0 found: plug one in")
+
+    with pytest.raises(DeviceNotFoundError, match="plug one in"):
+        collect_interactions(policy, (TASK,), 1, no_gamepad, tmp_path / "interactions")
+    assert built == [] and not list((tmp_path / "interactions" / "episodes").glob("*.hdf5"))

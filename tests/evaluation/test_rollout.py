@@ -53,7 +53,8 @@ def test_image_size_mismatch(tiny_policy, task):
         evaluate(tiny_policy, EvalConfig(tasks=(task,), episodes=1), EnvConfig(image_size=32))
 
 
-@pytest.mark.parametrize("kwargs", [dict(episodes=0), dict(parallel_envs=0), dict(execute_steps=0)])
+@pytest.mark.parametrize("kwargs", [dict(episodes=0), dict(parallel_envs=0), dict(execute_steps=0),
+                                    dict(videos_per_outcome=-1), dict(videos_per_task=-1)])
 def test_eval_config_validation(kwargs):
     with pytest.raises(ValueError):
         EvalConfig(**kwargs)
@@ -84,3 +85,54 @@ def test_success_rate_and_results_dict():
     json.dumps(d)  # serializable
     table = success_table({"a": r1, "b": r2})
     assert table.row_count == 3
+
+
+class SeedEnv:
+    """No simulation: an episode succeeds at its 3rd step if its seed is in ``winners``, else it ends at 4."""
+
+    def __init__(self, winners):
+        self.winners, self.seed, self.t = winners, None, 0
+
+    def _obs(self):
+        return {"image": np.full((8, 8, 3), self.t * 20, np.uint8), "proprio": np.zeros(4, np.float32),
+                "instruction": "x"}
+
+    def reset(self, seed):
+        self.seed, self.t = seed, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        success = self.seed in self.winners and self.t == 3
+        return self._obs(), 0.0, success, self.t >= 4 and not success, {"success": success}
+
+    def close(self):
+        pass
+
+
+class ZeroPolicy:
+    class tokenizer:
+        horizon = 2
+
+    def act_batch(self, images, proprio, instructions):
+        return np.zeros((len(images), 2, 4), np.float32)
+
+
+@pytest.mark.parametrize("per_task", [0, 2])
+def test_videos_per_outcome_saves_the_first_success_and_failure(tmp_path, monkeypatch, per_task):
+    import apo.evaluation.rollout as rollout
+
+    winners = {EVAL_SEED_BASE + 3, EVAL_SEED_BASE + 4}  # episodes 3 and 4 succeed, in the 2nd and 3rd batch
+    monkeypatch.setattr(rollout, "make_env", lambda task, cfg: SeedEnv(winners))
+    cfg = EvalConfig(tasks=("t",), episodes=6, parallel_envs=2, videos_per_task=per_task, videos_per_outcome=1)
+    r = rollout.run_task(ZeroPolicy(), "t", cfg, EnvConfig(), tmp_path)
+    assert r.successes == [False, False, False, True, True, False]
+    assert r.lengths == [4, 4, 4, 3, 3, 4]
+    names = sorted(p.name for p in tmp_path.glob("*.mp4"))
+    # the first per_task episodes, then the first success and (if not among them) the first failure
+    expect = {0: ["t_ep000_failure.mp4", "t_ep003_success.mp4"],
+              2: ["t_ep000_failure.mp4", "t_ep001_failure.mp4", "t_ep003_success.mp4"]}[per_task]
+    assert names == expect
+    reader = imageio.get_reader(tmp_path / "t_ep003_success.mp4")
+    assert len([f for f in reader]) == 4  # the reset frame + 3 steps
+    reader.close()

@@ -185,3 +185,40 @@ def test_mismatched_stats_and_config(tiny_stats):
     stats3 = DatasetStats(tiny_stats.action_q01, tiny_stats.action_q99, [0.0] * 3, [1.0] * 3, 10)
     with pytest.raises(ValueError, match="proprio"):
         VLAPolicy(VLAConfig(d_model=32, n_layers=1, n_heads=2, vocab_size=64, num_action_tokens=4), tok, stats3)
+
+
+# ----- a policy with the FAST tokenizer -----
+
+@pytest.fixture
+def fast_policy(tiny_episodes, tiny_stats, instruction):
+    from apo.tokenizers import FASTActionTokenizer, FASTConfig
+    from apo.training.base_policy import dataset_chunks
+
+    tok = FASTActionTokenizer.fit(dataset_chunks(tiny_episodes, 3), tiny_stats.action_q01, tiny_stats.action_q99,
+                                  FASTConfig(vocab_size=200))
+    torch.manual_seed(0)
+    policy = VLAPolicy.build(tok, tiny_stats, image_size=64, d_model=32, n_layers=1, n_heads=2)
+    policy.embed_instructions([instruction])
+    return policy
+
+
+def test_fast_policy_acts_with_well_formed_chunks(fast_policy, obs_batch):
+    tok = fast_policy.tokenizer
+    assert fast_policy.config.num_action_tokens == tok.num_tokens == 3 * 4 + 2
+    actions, info = fast_policy.act_batch(*obs_batch, return_info=True)
+    assert actions.shape == (3, 3, 4) and np.isfinite(actions).all()  # an untrained model, yet every chunk decodes
+    assert tok.decodable(info["tokens"]).all()
+    np.testing.assert_array_equal(actions, tok.decode(info["tokens"]))
+    np.testing.assert_array_equal(info["token_mask"], tok.token_mask(info["tokens"]))
+    # padded positions carry the mean entropy of the real tokens: a row mean is the mean over real tokens
+    m = info["token_mask"]
+    real_mean = (info["entropy"] * m).sum(1) / m.sum(1)
+    np.testing.assert_allclose(info["entropy"].mean(1), real_mean, rtol=1e-5)
+    np.testing.assert_array_equal(actions, fast_policy.act_batch(*obs_batch, use_cache=False))
+
+
+def test_fast_policy_save_load_round_trip(tmp_path, fast_policy, obs_batch):
+    fast_policy.save(tmp_path / "p")
+    loaded = VLAPolicy.load(tmp_path / "p")
+    assert loaded.tokenizer.kind == "fast" and loaded.tokenizer.to_dict() == fast_policy.tokenizer.to_dict()
+    np.testing.assert_array_equal(loaded.act_batch(*obs_batch), fast_policy.act_batch(*obs_batch))

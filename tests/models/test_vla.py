@@ -187,3 +187,37 @@ def test_config_validation(kwargs):
 
 def test_prefix_len():
     assert VLAConfig(image_grid=3, image_size=64).prefix_len == 11
+
+
+# ----- constrained decoding (variable-length tokenizers) -----
+
+def test_constrained_generation_follows_the_allowed_mask_and_stops_on_padding(model):
+    """A toy grammar: token 3 or 5 twice, then 7 (end), then 0 (padding) only."""
+    images, lang, proprio, _ = inputs(B=3, seed=4)
+    calls = []
+
+    def allowed(prefix):
+        calls.append(prefix.shape[1])
+        ok = torch.zeros(prefix.shape[0], CFG.vocab_size, dtype=torch.bool)
+        i = prefix.shape[1]
+        ok[:, [3, 5] if i < 2 else ([7] if i == 2 else [0])] = True
+        return ok
+
+    for use_cache in (True, False):
+        calls.clear()
+        tokens, ent = model.generate(images, lang, proprio, use_cache=use_cache, allowed=allowed, pad_id=0)
+        assert ((tokens[:, :2] == 3) | (tokens[:, :2] == 5)).all()
+        assert (tokens[:, 2] == 7).all() and (tokens[:, 3:] == 0).all()
+        assert calls == [0, 1, 2, 3]  # stopped as soon as only padding was allowed
+        assert (ent[:, 2:] == 0).all() and (ent[:, :2] > 0).all() and (ent[:, :2] <= torch.log(torch.tensor(2.0)) + 1e-6).all()
+        # greedy under the mask = the better of the two allowed tokens
+        logits = model(images, lang, proprio, tokens)
+        best = torch.where(logits[:, :2, 3] >= logits[:, :2, 5], 3, 5)
+        assert torch.equal(tokens[:, :2], best)
+
+
+def test_allowed_returning_none_is_unconstrained(model):
+    images, lang, proprio, _ = inputs(B=2, seed=5)
+    a, ea = model.generate(images, lang, proprio)
+    b, eb = model.generate(images, lang, proprio, allowed=lambda prefix: None, pad_id=0)
+    assert torch.equal(a, b) and torch.equal(ea, eb)

@@ -95,3 +95,29 @@ def test_bc_objective(tiny_policy, tiny_batch):
     assert abs(loss.item() - math.log(tiny_policy.config.vocab_size)) < 1.0
     loss.backward()
     assert tiny_policy.model.head.weight.grad.abs().sum() > 0
+
+
+# ----- masks (padding of variable-length tokenizers) -----
+
+def test_mask_averages_over_real_tokens_only():
+    mask = torch.tensor([[True, False], [True, True]])
+    loss = weighted_token_nll(LOGITS, TARGETS, mask=mask)
+    assert loss.item() == pytest.approx((math.log(3) + S1) / 2, rel=1e-6)  # sample 0: only its first token
+    w = weighted_token_nll(LOGITS, TARGETS, torch.tensor([1.0, 3.0]), mask=mask)
+    assert w.item() == pytest.approx((1 * math.log(3) + 3 * S1) / 4, rel=1e-6)
+    torch.testing.assert_close(weighted_token_nll(LOGITS, TARGETS, mask=torch.ones(2, 2, dtype=torch.bool)),
+                               weighted_token_nll(LOGITS, TARGETS))
+    # the masked position gets no gradient
+    logits = LOGITS.clone().requires_grad_(True)
+    weighted_token_nll(logits, TARGETS, mask=mask).backward()
+    assert logits.grad[0, 1].abs().max() == 0 and logits.grad[0, 0].abs().max() > 0
+    with pytest.raises(ValueError, match="mask must be"):
+        weighted_token_nll(LOGITS, TARGETS, mask=torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_token_accuracy_with_mask():
+    logits = torch.zeros(2, 2, 3)
+    logits[0, 0, 1] = logits[0, 1, 0] = logits[1, 0, 2] = logits[1, 1, 1] = 1.0  # argmax: [[1, 0], [2, 1]]
+    assert token_accuracy(logits, TARGETS, torch.tensor([[True, True], [True, False]])) == pytest.approx(1.0)
+    assert token_accuracy(logits, TARGETS, torch.tensor([[False, False], [False, True]])) == pytest.approx(0.0)
+    assert math.isnan(token_accuracy(logits, TARGETS, torch.zeros(2, 2, dtype=torch.bool)))

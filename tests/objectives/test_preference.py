@@ -284,3 +284,24 @@ def test_kto_objective_matches_plain_python(kto_setup, exclude_gripper):
     assert loss.item() == pytest.approx(expect, rel=1e-5, abs=1e-6)
     assert metrics["loss"] == pytest.approx(expect, rel=1e-5, abs=1e-6)
     assert metrics["kl"] > 0  # the made-up reference KL log-probs are low: z0 is positive, not clamped
+
+
+# ----- masks and the single-process identity of the global reductions -----
+
+def test_kl_estimate_mask_leaves_out_padding():
+    kl = t([-1.0, -1.0], [-2.0, -1.0])
+    ref = t([-2.0, -9.0], [-1.0, -1.0])
+    # partner 0's second token is padding: r = [1, -1] -> mean 0 -> clamped 0; unmasked it would be 8 - 1
+    mask = torch.tensor([[True, False], [True, True]])
+    assert kl_estimate(kl, ref, distributed=False, mask=mask).item() == pytest.approx(0.0)
+    assert kl_estimate(kl, ref, distributed=False).item() == pytest.approx((9.0 - 1.0) / 2)
+
+
+def test_batch_normalized_and_dpo_without_process_group_are_local():
+    e = torch.tensor([1.0, 3.0])
+    torch.testing.assert_close(batch_normalized(e), batch_normalized(e, distributed=False))
+    torch.testing.assert_close(batch_normalized(e), torch.tensor([0.5, 1.5]))
+    c, r = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0])
+    expect = -(math.log(sig(0.5)) + math.log(sig(-0.5))) / 2
+    assert dpo_loss(c, r, 0.5).item() == pytest.approx(expect, rel=1e-6)
+    assert dpo_loss(c, r, 0.5, distributed=False).item() == pytest.approx(expect, rel=1e-6)

@@ -311,3 +311,136 @@ def test_apo_step_improves_its_objective(batch):
     opt.step()
     loss1, _ = obj(p, batch)
     assert loss1.item() < loss0.item()
+
+
+# ----- every objective with FAST tokens (variable length: padding must not count) -----
+
+def fast_policy(seed: int = 0, data_seed: int = 0):
+    """A tiny policy with a FAST tokenizer fitted on the synthetic episodes' chunks."""
+    from apo.models import VLAPolicy
+    from apo.tokenizers import FASTActionTokenizer, FASTConfig
+    from apo.training.base_policy import dataset_chunks
+
+    eps = fast_episodes()
+    stats = DatasetStats([-1.0] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4, 10)
+    tok = FASTActionTokenizer.fit(dataset_chunks(eps, 2), stats.action_q01, stats.action_q99,
+                                  FASTConfig(scale=4.0, vocab_size=64, min_frequency=1))
+    torch.manual_seed(seed)
+    policy = VLAPolicy.build(tok, stats, image_size=IMG, image_grid=2, d_model=32, n_layers=1, n_heads=2)
+    g = torch.Generator().manual_seed(zlib.crc32(INSTRUCTION.encode()))
+    policy._instructions[INSTRUCTION] = F.normalize(torch.randn(384, generator=g), dim=0)
+    return policy
+
+
+def fast_episodes():
+    return [
+        episode([2, 2, 2, 2], seed=1, source="expert", with_proposals=False),
+        episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2),
+        episode([0, 2, 2, 1], seed=3),
+    ]
+
+
+@pytest.fixture(scope="module")
+def fast_setup():
+    policy = fast_policy(0)
+    data = StepData.from_episodes(fast_episodes(), policy.tokenizer)
+    raw = data.batch(torch.arange(len(data)), policy.embed_instructions(data.instructions))
+    batch = filled(raw, fast_policy(seed=7), data)
+    tok = policy.tokenizer
+    valid = tok.token_mask(batch["tokens"])
+    assert (~valid).any() and valid.sum(1).min() < valid.shape[1]  # there is padding to get wrong
+    return policy, batch
+
+
+def test_fast_padding_adds_nothing_to_rewards_kl_or_loss(fast_setup):
+    policy, batch = fast_setup
+    tok = policy.tokenizer
+    pad = ~tok.token_mask(batch["tokens"])
+    kl_pad = ~tok.token_mask(batch["kl_tokens"])
+    for obj in (APO(beta=0.5, kl_samples=16), KTO(beta=0.5, kl_samples=16)):
+        loss0, m0 = obj(policy, batch)
+        shifted = dict(batch, ref_logp=batch["ref_logp"] - 5.0 * pad, ref_kl_logp=batch["ref_kl_logp"] - 5.0 * kl_pad)
+        loss1, m1 = obj(policy, shifted)
+        assert loss1.item() == pytest.approx(loss0.item(), abs=1e-6)
+        for k in ("rewards/desirable", "rewards/undesirable", "kl"):
+            assert m1[k] == pytest.approx(m0[k], abs=1e-5), k
+        # the same shift at real tokens does change them
+        real = dict(batch, ref_logp=batch["ref_logp"] - 1.0 * ~pad)
+        assert obj(policy, real)[1]["rewards/desirable"] == pytest.approx(
+            m0["rewards/desirable"] + (~pad)[batch["categories"] != UNDESIRABLE].sum(1).float().mean().item(), abs=1e-4)
+
+
+def test_fast_apo_rewards_are_masked_log_ratios(fast_setup):
+    policy, batch = fast_setup
+    tok = policy.tokenizer
+    _, m = APO(exclude_gripper=True)(policy, batch)
+    with torch.no_grad():
+        diff = policy.log_prob(batch) - batch["ref_logp"]
+    valid = tok.token_mask(batch["tokens"])
+    grip = tok.gripper_token_mask(batch["tokens"])
+    des = batch["categories"] != UNDESIRABLE
+    r_des = (diff * valid)[des].sum(1)
+    r_und = (diff * (valid & ~grip))[~des].sum(1)  # gripper segment (after <grip>, incl. <eos>) left out
+    assert grip[~des].any(1).all()
+    assert m["rewards/desirable"] == pytest.approx(r_des.mean().item(), abs=1e-5)
+    assert m["rewards/undesirable"] == pytest.approx(r_und.mean().item(), abs=1e-5)
+    _, m_all = APO(exclude_gripper=False)(policy, batch)
+    assert m_all["rewards/undesirable"] == pytest.approx((diff * valid)[~des].sum(1).mean().item(), abs=1e-5)
+
+
+def test_fast_undecodable_greedy_sequences_get_weight_one(fast_setup):
+    policy, batch = fast_setup
+    tok = policy.tokenizer
+    # teacher-forced argmax = the label tokens, except for samples 1 and 4 whose <eos> is replaced by padding
+    greedy = batch["tokens"].clone()
+    for i in (1, 4):
+        greedy[i][greedy[i] == tok.eos_id] = tok.pad_id
+    logits = F.one_hot(greedy, tok.vocab_size).float() * 10
+    errors = decoded_l1(logits, batch["chunks"], tok)
+    bad = torch.isnan(errors)
+    assert bad.nonzero().flatten().tolist() == [1, 4]
+    assert (errors[~bad] <= torch.from_numpy(tok.max_error()).max() + 1e-6).all()  # the others decode to the labels
+    des = batch["categories"] != UNDESIRABLE
+    lam = adaptive_weights(errors, des, 1.0, 1.0)
+    assert (lam[bad] == 1.0).all() and (lam[~bad] != 1.0).all()
+    # the untrained policy's greedy sequences are all malformed: every weight is 1, so APO is KTO
+    loss, m = APO(beta=0.5, kl_samples=16)(policy, batch)
+    assert m["undecodable"] == 1.0 and m["weights/desirable"] == m["weights/undesirable"] == 1.0
+    assert loss.item() == pytest.approx(KTO(beta=0.5, kl_samples=16)(policy, batch)[0].item(), abs=1e-7)
+
+
+def test_fast_bc_counts_only_real_tokens(fast_setup):
+    policy, batch = fast_setup
+    loss, m = BehaviourCloning()(policy, batch)
+    with torch.no_grad():
+        nll = -policy.log_prob(batch)
+    valid = policy.tokenizer.token_mask(batch["tokens"]).float()
+    expect = ((nll * valid).sum(1) / valid.sum(1)).mean()
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-5)
+    assert loss.item() != pytest.approx(nll.mean().item(), rel=1e-3)  # which is what ignoring the mask gives
+    w_loss, _ = Sirius.from_config(cfg())(policy, batch)
+    table = {UNDESIRABLE: 0.1, AUTONOMOUS: 1.0, CORRECTION: 2.0, EXPERT: 1.0}
+    w = torch.tensor([table[c] for c in batch["categories"].tolist()])
+    per = (nll * valid).sum(1) / valid.sum(1)
+    assert w_loss.item() == pytest.approx(((w * per).sum() / w.sum()).item(), rel=1e-5)
+
+
+def test_fast_dpo_ignores_padding(fast_setup):
+    policy, batch = fast_setup
+    tok = policy.tokenizer
+    loss0, _ = DPO(beta=0.5)(policy, batch)
+    pad_c, pad_r = ~tok.token_mask(batch["tokens"]), ~tok.token_mask(batch["policy_tokens"])
+    shifted = dict(batch, ref_logp=batch["ref_logp"] + 3.0 * pad_c, ref_policy_logp=batch["ref_policy_logp"] - 3.0 * pad_r)
+    assert DPO(beta=0.5)(policy, shifted)[0].item() == pytest.approx(loss0.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["apo", "kto", "dpo", "hg-dagger", "iwr", "sirius", "bc"])
+def test_fast_gradients_flow(name, fast_setup):
+    _, batch = fast_setup
+    p = fast_policy(0)
+    obj = OBJECTIVES.get(name).from_config(cfg()) if name != "bc" else BehaviourCloning()
+    loss, metrics = obj(p, batch)
+    assert torch.isfinite(loss) and loss.requires_grad
+    loss.backward()
+    assert p.model.head.weight.grad.abs().sum() > 0
+    assert metrics["loss"] == pytest.approx(loss.item())

@@ -21,6 +21,7 @@ from apo.envs import EnvConfig
 from apo.evaluation.benchmark import BenchmarkConfig
 from apo.evaluation.loop import LoopConfig
 from apo.evaluation import EvalConfig
+from apo.tokenizers.fast import FASTConfig
 from apo.training.base_policy import BaseRecipe
 from apo.training.refine import RefineConfig
 
@@ -55,6 +56,32 @@ def stats(args: Annotated[StatsArgs, tyro.conf.arg(name="")]) -> None:
 
     s = DatasetStats.compute(load_episodes(args.data))
     console.print(f"saved {s.save(args.data)}")
+
+
+@dataclass(frozen=True)
+class FitTokenizerArgs:
+    data: Path
+    """Dataset folder (episodes + stats.json) whose action chunks the tokenizer is fitted on."""
+    out: Path | None = None
+    """Tokenizer JSON to write (default: <data>/tokenizer_fast.json); train with it via --recipe.tokenizer-file."""
+    horizon: int = 4
+    """Actions per chunk (train with the same --recipe.horizon)."""
+    fast: FASTConfig = field(default_factory=FASTConfig)
+
+
+def fit_tokenizer(args: Annotated[FitTokenizerArgs, tyro.conf.arg(name="")]) -> None:
+    """Fit the FAST action tokenizer (DCT + BPE) on a dataset; print its tokens per chunk next to the bin tokenizer's."""
+    from apo.tokenizers import save_tokenizer
+    from apo.training.base_policy import fit_tokenizer as fit
+
+    recipe = BaseRecipe(horizon=args.horizon, tokenizer="fast", fast=args.fast)
+    tok, c = fit(args.data, recipe)
+    path = save_tokenizer(tok, args.out or args.data / "tokenizer_fast.json")
+    console.print(
+        f"[green]FAST tokenizer[/green] (vocab {tok.vocab_size}) saved to {path}\n"
+        f"tokens per chunk on {c.chunks} chunks: mean {c.mean:.2f}, max {c.max} (padded to {c.padded}); "
+        f"bin tokenizer: {c.bin}. Max round-trip error {c.max_error:.4f}"
+    )
 
 
 @dataclass(frozen=True)
@@ -124,12 +151,7 @@ def collect(args: Annotated[CollectArgs, tyro.conf.arg(name="")]) -> None:
     factory = INTERVENTION_SOURCES.get(args.source)
     make = (lambda task: factory(task, args.person)) if args.source == "simulated" else factory
     summary = collect_interactions(policy, args.tasks, args.episodes_per_task, make, args.out, args.deploy, args.env, args.seed)
-    d = summary.as_dict()
-    console.print(
-        f"[green]{d['episodes']} episodes[/green] in {args.out}: intervention rate {d['intervention_rate']:.1%}, "
-        f"{d['takeovers_per_episode']:.2f} takeovers/episode, success {d['success_rate_with_help']:.0%} with help, "
-        f"{d['success_rate_without_help']:.0%} without"
-    )
+    console.print(f"[green]{args.out}[/green]: {summary.describe()} (summary.json)")
 
 
 @dataclass(frozen=True)
@@ -218,11 +240,12 @@ class BenchmarkArgs:
 
 
 def benchmark(args: Annotated[BenchmarkArgs, tyro.conf.arg(name="")]) -> None:
-    """Base policy -> interaction episodes -> refine with every objective -> evaluate all on the same seeds."""
+    """Base policy -> interaction episodes -> refine with every objective -> evaluate all on the same seeds
+    (with --benchmark.perturbation: the paper's perturbation protocol)."""
     from apo.evaluation.benchmark import run_benchmark
 
     run_benchmark(args.out, args.benchmark)
-    console.print(f"report: {args.out / 'results.md'}, {args.out / 'success.png'}")
+    console.print(f"report: {args.out / 'results.md'}, {args.out / 'success.png'}, log: {args.out / 'log.txt'}")
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ def main() -> None:
 
     from apo.data.storage import DatasetError
     from apo.deployment.devices import DeviceNotFoundError
+    from apo.evaluation.protocol import RunConfigMismatchError
     from apo.models.policy import PolicyLoadError
     from apo.registry import UnknownNameError
 
     try:
         _run()
-    except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError) as e:
+    except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError, RunConfigMismatchError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}")
         sys.exit(2)
     except KeyboardInterrupt:
@@ -33,6 +34,7 @@ def _run() -> None:
             "demo": commands.demo,
             "collect-demos": commands.collect_demos,
             "stats": commands.stats,
+            "fit-tokenizer": commands.fit_tokenizer,
             "train": commands.train,
             "eval": commands.evaluate,
             "collect": commands.collect,

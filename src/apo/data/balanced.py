@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from apo.data.dataset import AUTONOMOUS, CORRECTION, EXPERT, UNDESIRABLE
+from apo.data.sampler import shard
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class BalancedSampler:
 
     def sample(self) -> torch.Tensor:
         """This process's slice of the global batch (every process draws the same global batch)."""
-        return self.sample_global()[self.rank :: self.world_size]
+        return shard(self.sample_global(), self.rank, self.world_size)
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "perm": dict(self._perm), "pos": dict(self._pos)}

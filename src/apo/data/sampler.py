@@ -5,6 +5,17 @@ from __future__ import annotations
 import torch
 
 
+def shard(x, rank: int, world_size: int):
+    """This process's part of a global batch: positions rank, rank + world_size, ... (every process
+    gets the same share of each bucket of a balanced batch)."""
+    return x[rank::world_size]
+
+
+def shard_positions(n_local: int, rank: int, world_size: int) -> torch.Tensor:
+    """Positions in the global batch of the ``n_local`` elements of ``shard(batch, rank, world_size)``."""
+    return torch.arange(n_local) * world_size + rank
+
+
 class UniformSampler:
     """Uniform sampling with replacement over a subset of steps (default: all)."""
 

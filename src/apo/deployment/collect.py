@@ -49,6 +49,13 @@ class CollectionSummary:
         )
         return d
 
+    def describe(self) -> str:
+        """One line: episodes, intervention rate, takeovers per episode, success with and without help."""
+        d = self.as_dict()
+        return (f"{self.episodes} episodes: intervention rate {d['intervention_rate']:.1%}, "
+                f"{d['takeovers_per_episode']:.2f} takeovers/episode, success {d['success_rate_with_help']:.0%} "
+                f"with help, {d['success_rate_without_help']:.0%} without")
+
     @classmethod
     def from_summaries(cls, items: list[EpisodeSummary]) -> "CollectionSummary":
         return cls(
@@ -79,31 +86,37 @@ def collect_interactions(
     out = Path(out)
     writer = EpisodeWriter(out)
     done: list[EpisodeSummary] = _summary_of_recorded(out) if writer.num_episodes else []
-    seen = {(s.task, s.seed) for s in done}
-    new: list[EpisodeSummary] = []
-    bar = tqdm(total=episodes_per_task * len(tasks), desc="collect", unit="ep", dynamic_ncols=True)
-    for task in tasks:
-        env = make_env(task, env_cfg)
-        source = make_source(task)
-        try:
-            for i in range(episodes_per_task):
-                s = INTERACTION_SEED_BASE + seed + i
-                if (task, s) in seen:
-                    bar.update(1)
-                    continue
-                episode, summary = run_episode(env, policy, source, s, cfg)
-                if episode is not None:
-                    writer.write(episode)
-                new.append(summary)
-                agg = CollectionSummary.from_summaries(done + new)
-                bar.update(1)
-                bar.set_postfix(task=task, takeovers=agg.takeovers, success=f"{agg.successes}/{agg.episodes}",
-                                human=f"{agg.intervention_rate:.0%}")
-        finally:
-            source.close()
-            env.close()
-    bar.close()
-    summary = CollectionSummary.from_summaries(done + new)
+    with tqdm(total=episodes_per_task * len(tasks), desc="collect", unit="ep", dynamic_ncols=True) as bar:
+        _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg, seed, done, bar)
+    summary = CollectionSummary.from_summaries(done)
     (out / "summary.json").write_text(json.dumps({"summary": summary.as_dict(), "deploy": asdict(cfg)}, indent=2))
     DatasetStats.compute(load_episodes(out)).save(out)
     return summary
+
+
+def _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg, seed,
+             done: list[EpisodeSummary], bar: tqdm) -> None:
+    """Run the missing episodes; ``done`` (the episodes already recorded) is extended with the new ones."""
+    seen = {(s.task, s.seed) for s in done}
+    for task in tasks:
+        source = make_source(task)  # first: a missing device fails before anything is built
+        try:
+            env = make_env(task, env_cfg)
+            try:
+                for i in range(episodes_per_task):
+                    s = INTERACTION_SEED_BASE + seed + i
+                    if (task, s) in seen:
+                        bar.update(1)
+                        continue
+                    episode, summary = run_episode(env, policy, source, s, cfg)
+                    if episode is not None:
+                        writer.write(episode)
+                    done.append(summary)
+                    agg = CollectionSummary.from_summaries(done)
+                    bar.update(1)
+                    bar.set_postfix(task=task, takeovers=agg.takeovers, success=f"{agg.successes}/{agg.episodes}",
+                                    human=f"{agg.intervention_rate:.0%}")
+            finally:
+                env.close()
+        finally:
+            source.close()

@@ -8,13 +8,16 @@ MetaWorld state (object poses, goal) is *not* given to the policy; it is returne
 Resets are randomized (object and goal positions) and reproducible: ``reset(seed=s)`` always
 gives the same initial scene for the same ``s``. ``terminated`` becomes True on success when
 ``terminate_on_success`` is set; ``truncated`` at the task's step cap.
+
+Perturbations (``apo.envs.perturbations``) are applied at runtime to the built env: through the
+task name (``"pick-place-v3+texture"``) or :meth:`MetaWorldEnv.perturb` on a live env.
 """
 
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -57,9 +60,9 @@ class MetaWorldEnv(gym.Env):
         self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[self.spec_.metaworld_name + "-goal-observable"]()
         self._env._freeze_rand_vec = False
         self._env.seeded_rand_vec = True
-        for modify in self.spec_.modifiers:
-            modify(self._env)
         self._renderer = FastRenderer(self._env.model, config.image_size, config.camera)
+        self._applied: list[Callable[[Any], None]] = []
+        self._apply(self.spec_.modifiers)  # a registered variant, e.g. "pick-place-v3+texture"
         s = config.image_size
         self.observation_space = gym.spaces.Dict(
             {
@@ -80,6 +83,37 @@ class MetaWorldEnv(gym.Env):
     def raw_env(self) -> Any:
         """The underlying MetaWorld env (for perturbations and inspection)."""
         return self._env
+
+    @property
+    def perturbations(self) -> tuple[str, ...]:
+        """Names of the perturbations applied to this env (from its task name and :meth:`perturb`)."""
+        from apo.envs.perturbations import perturbation_name
+
+        return tuple(perturbation_name(m) for m in self._applied)
+
+    def perturb(self, *names: str) -> None:
+        """Apply registered perturbations to this live env, e.g. ``env.perturb("texture", "lighting")``.
+
+        Colours, lights and textures show from the next frame (edited textures are uploaded to the
+        renderer), object ranges from the next ``reset``. A perturbation already applied is skipped,
+        so applying one twice never compounds it. Unknown names raise an error listing the valid ones.
+        """
+        from apo.envs.perturbations import PERTURBATIONS
+
+        self._apply(tuple(PERTURBATIONS.get(n) for n in names))
+
+    def _apply(self, modifiers: tuple[Callable[[Any], None], ...]) -> None:
+        model = self._env.model
+        textures = model.tex_data.copy()
+        for modify in modifiers:
+            if modify not in self._applied:
+                modify(self._env)
+                self._applied.append(modify)
+        for tid in range(model.ntex):
+            adr = int(model.tex_adr[tid])
+            size = int(model.tex_width[tid] * model.tex_height[tid] * model.tex_nchannel[tid])
+            if not np.array_equal(model.tex_data[adr : adr + size], textures[adr : adr + size]):
+                self._renderer.upload_texture(tid)
 
     def _obs(self, state: np.ndarray) -> dict[str, Any]:
         return {

@@ -4,6 +4,10 @@ At MuJoCo's default quality llvmpipe renders ~13 fps; with multisampling off (se
 the renderer is built) and shadows, reflections and skybox off it renders 100-200 fps at
 64-96 px. The camera is a free camera framing the workspace (MetaWorld's corner cameras
 render upside down and show objects tiny at 64 px).
+
+Colours (``mat_rgba``, ``geom_rgba``) and lights are read from the model at every frame, but
+textures live in the GL context once the renderer exists: a texture edited in ``model.tex_data``
+afterwards is shown only after :meth:`FastRenderer.upload_texture` (``mujoco.mjr_uploadTexture``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class FastRenderer:
             raise ValueError(f"image size must be in [16, 512], got {size}")
         model.vis.quality.offsamples = 0
         self.size = size
+        self._model = model
         self._renderer = mujoco.Renderer(model, size, size)
         self._cam = mujoco.MjvCamera()
         self._cam.type = mujoco.mjtCamera.mjCAMERA_FREE
@@ -54,6 +59,18 @@ class FastRenderer:
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
         return self._renderer.render().copy()
+
+    def upload_texture(self, texture_id: int) -> None:
+        """Copy texture ``texture_id`` from ``model.tex_data`` to the GL context (after editing it)."""
+        if self._renderer is None:
+            raise RuntimeError("the renderer is closed")
+        if not 0 <= texture_id < self._model.ntex:
+            raise ValueError(f"texture id {texture_id} out of range (the model has {self._model.ntex} textures)")
+        # mujoco.Renderer keeps its GL and MuJoCo render contexts private; the upload needs both
+        gl = self._renderer._gl_context
+        if gl is not None:
+            gl.make_current()
+        mujoco.mjr_uploadTexture(self._model, self._renderer._mjr_context, texture_id)
 
     def close(self) -> None:
         if self._renderer is not None:

@@ -3,8 +3,16 @@
 Round r deploys policy r (round 0: the base policy) for ``episodes_per_task`` interaction episodes per
 task with the simulated person, which measures its intervention rate; policy r is also evaluated
 autonomously on the eval seeds. Policy r+1 is policy r refined on every interaction episode collected so
-far plus the expert demonstrations, with policy r as the frozen reference. Every stage is skipped when its
-output exists, so a killed loop continues. Writes ``loop.json`` and ``loop.png``.
+far plus the expert demonstrations, with policy r as the frozen reference.
+
+With ``perturbation`` the robot is deployed (and refined) in the perturbed setting and every policy is
+also evaluated on the original tasks (forgetting).
+
+Every stage is skipped when its output exists, so a killed loop continues (and ``--loop.rounds`` can be
+raised to add rounds). After every round ``loop.json`` (history) and ``loop.png`` (success and
+intervention rate per round) are rewritten; ``log.txt`` has a line per stage, ``round_<r>/`` holds the
+interaction episodes, their videos (the person's steps framed in red), the evaluation (with videos)
+and the refined policy.
 """
 
 from __future__ import annotations
@@ -19,17 +27,34 @@ from rich.console import Console
 
 from apo.deployment import DeployConfig, SimulatedPerson, SimulatedPersonConfig, collect_interactions
 from apo.envs import DEV_SUITE, EnvConfig
-from apo.evaluation.rollout import EvalConfig, evaluate, results_to_dict
+from apo.envs.perturbations import parse_perturbation
+from apo.evaluation.protocol import (
+    ORIGINAL, RunLog, all_tasks, check_and_save_config, evaluate_once, evaluation_settings, setting_success,
+    write_interaction_videos,
+)
+from apo.evaluation.rollout import EvalConfig
 from apo.models import VLAPolicy
 from apo.training.refine import RefineConfig, refine
 
 console = Console()
 
+RESUMABLE_CHANGES = (
+    "rounds", "videos_per_outcome", "eval.parallel_envs", "eval.videos_per_task", "eval.videos_per_outcome",
+    "refine.train.threads", "refine.train.log_every", "refine.train.checkpoint_every",
+)
+"""Settings a loop folder may be continued with after a change (more rounds, speed, logs, videos)."""
+
+ROUND_SEED_STRIDE = 10_000
+"""Round r collects its interaction episodes from env seed offset r * ROUND_SEED_STRIDE."""
+
 
 @dataclass(frozen=True)
 class LoopConfig:
     tasks: tuple[str, ...] = DEV_SUITE
-    """Tasks deployed on."""
+    """Tasks deployed on (original tasks; see perturbation)."""
+    perturbation: str | None = None
+    """Deploy and refine under this registered perturbation (e.g. texture, position+lighting) and also
+    evaluate on the original tasks. None: the original tasks."""
     rounds: int = 3
     """Refinement rounds (R); R + 1 policies are deployed."""
     episodes_per_task: int = 20
@@ -38,50 +63,74 @@ class LoopConfig:
     deploy: DeployConfig = field(default_factory=DeployConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(episodes=20))
+    """Autonomous evaluation of every round's policy (its tasks are set from tasks and perturbation)."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    videos_per_outcome: int = 1
+    """Videos per task and outcome of every round's interaction episodes and evaluation (0: none)."""
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.episodes_per_task < 1:
             raise ValueError("rounds and episodes_per_task must be >= 1")
+        if not self.tasks:
+            raise ValueError("tasks must not be empty")
+        if any("+" in t for t in self.tasks):
+            raise ValueError(f"tasks must be original tasks (got {self.tasks}); name the perturbation with "
+                             "--loop.perturbation instead of '<task>+<perturbation>'")
+        if self.perturbation is not None:
+            parse_perturbation(self.perturbation)
+        if self.videos_per_outcome < 0:
+            raise ValueError(f"videos_per_outcome must be >= 0, got {self.videos_per_outcome}")
 
 
 def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, out: str | os.PathLike,
              cfg: LoopConfig = LoopConfig()) -> list[dict]:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    check_and_save_config(out, {"base_policy": str(base_policy), "demos": None if demos is None else str(demos),
+                                **asdict(cfg)}, RESUMABLE_CHANGES)
+    log = RunLog(out / "log.txt", console)
+    settings = evaluation_settings(cfg.tasks, cfg.perturbation)
+    deploy_setting, deploy_tasks = next(iter(settings.items()))
+    eval_cfg = dataclasses.replace(cfg.eval, tasks=all_tasks(settings), videos_per_outcome=cfg.videos_per_outcome)
     policy_dir = Path(base_policy)
     history: list[dict] = []
     interactions: list[Path] = []
     for r in range(cfg.rounds + 1):
         rd = out / f"round_{r}"
-        console.rule(f"round {r}: deploy {policy_dir}")
-        policy = VLAPolicy.load(policy_dir)
+        log.stage(f"round {r}: deploy {policy_dir}")
         summary = collect_interactions(
-            policy, cfg.tasks, cfg.episodes_per_task, lambda task: SimulatedPerson(task, cfg.person),
-            rd / "interactions", cfg.deploy, cfg.env, seed=r * 10_000,
-        ).as_dict()
+            VLAPolicy.load(policy_dir), deploy_tasks, cfg.episodes_per_task,
+            lambda task: SimulatedPerson(task, cfg.person), rd / "interactions", cfg.deploy, cfg.env,
+            seed=r * ROUND_SEED_STRIDE,
+        )
+        log.info(f"round {r} interactions: {summary.describe()}")
         interactions.append(rd / "interactions")
-        eval_path = rd / "eval.json"
-        if not eval_path.exists():
-            res = evaluate(policy, dataclasses.replace(cfg.eval, tasks=cfg.tasks), cfg.env)
-            eval_path.write_text(json.dumps({"results": results_to_dict(res)}, indent=2))
-        results = json.loads(eval_path.read_text())["results"]
-        history.append({
-            "round": r, "policy": str(policy_dir), "intervention_rate": summary["intervention_rate"],
-            "takeovers_per_episode": summary["takeovers_per_episode"],
-            "success_rate": results["average"]["success_rate"],
-            "per_task": {t: results[t]["success_rate"] for t in cfg.tasks},
-        })
-        console.print(history[-1])
+        write_interaction_videos(rd / "interactions", rd / "videos" / "interactions", cfg.videos_per_outcome)
+        results = evaluate_once(policy_dir, rd / "eval.json", eval_cfg, cfg.env)
+        success = setting_success(results, settings)
+        d = summary.as_dict()
+        entry = {
+            "round": r, "policy": str(policy_dir), "setting": deploy_setting,
+            "intervention_rate": d["intervention_rate"], "takeovers_per_episode": d["takeovers_per_episode"],
+            "success_rate_with_help": d["success_rate_with_help"], "success_rate": success[deploy_setting],
+            "per_task": {t: results[t]["success_rate"] for t in deploy_tasks},
+        }
+        if deploy_setting != ORIGINAL:
+            entry["success_rate_original"] = success[ORIGINAL]
+            entry["per_task_original"] = {t: results[t]["success_rate"] for t in settings[ORIGINAL]}
+        history.append(entry)
+        log.info(f"round {r}: autonomous success {entry['success_rate']:.0%}"
+                 + (f" ({ORIGINAL}: {entry['success_rate_original']:.0%})" if "success_rate_original" in entry else "")
+                 + f", intervention rate {entry['intervention_rate']:.1%}")
+        (out / "loop.json").write_text(json.dumps(history, indent=2))
+        plot_loop(history, out / "loop.png")
         if r == cfg.rounds:
             break
         next_dir = rd / "refine"
         if not (next_dir / "policy" / "config.json").exists():
-            refine(policy_dir, interactions, demos, next_dir, cfg.refine)
+            log.stage(f"round {r}: refine on {len(interactions)} round(s) of interactions")
+            refine(policy_dir, list(interactions), demos, next_dir, cfg.refine)
         policy_dir = next_dir / "policy"
-    (out / "loop.json").write_text(json.dumps(history, indent=2))
-    plot_loop(history, out / "loop.png")
+    log.stage(f"loop done: {out / 'loop.json'}, {out / 'loop.png'}")
     return history
 
 
@@ -94,13 +143,16 @@ def plot_loop(history: list[dict], path: Path) -> Path:
     rounds = [h["round"] for h in history]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(rounds, [h["success_rate"] for h in history], "o-", label="success rate (autonomous)")
+    if all("success_rate_original" in h for h in history):
+        ax.plot(rounds, [h["success_rate_original"] for h in history], "^:", label="success rate, original tasks")
     ax.plot(rounds, [h["intervention_rate"] for h in history], "s--", label="intervention rate")
     ax.set_xlabel("round")
     ax.set_xticks(rounds)
     ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title("lifelong refinement")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

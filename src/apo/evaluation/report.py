@@ -45,12 +45,44 @@ def markdown_table(table: dict, tasks: list[str], baseline: str | None = "base")
             lo, hi = row[t]["ci95"]
             cells.append(f"{row[t]['success_rate']:.0%} ({lo:.0%}-{hi:.0%})")
         avg = row["average"]["success_rate"]
+        per_seed = row["average"].get("per_seed", [])
+        spread = f" ± {np.std(per_seed, ddof=1) * 100:.1f}" if len(per_seed) > 1 else ""
         delta = ""
         if baseline in table and method != baseline:
             delta = f" ({(avg - table[baseline]['average']['success_rate']) * 100:+.1f} pt)"
         name = f"**{method}**" if method == "apo" else method
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.1%}{delta} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.1%}{spread}{delta} |")
     return "\n".join(lines)
+
+
+TABLE_NOTE = ("Cells: success rate over every evaluation episode of every training seed, with its Wilson 95% "
+              "interval. Average: mean over the tasks, ± the standard deviation over training seeds when there "
+              "are several, and the difference to the base policy in points.")
+
+
+def write_settings_report(settings: dict[str, tuple[dict, list[str]]], out: Path, title: str,
+                          extra: dict | None = None, descriptions: dict[str, str] | None = None) -> str:
+    """One table and one bar chart per evaluation setting (e.g. ``perturbed`` and ``original``).
+
+    Writes ``results.md`` (a section per setting), ``results.json`` (``tables`` and ``tasks`` per
+    setting; ``table`` is the first setting's table) and ``success.png`` for the first setting,
+    ``success_<setting>.png`` for the others. Returns the markdown."""
+    if not settings:
+        raise ValueError("no evaluation setting to report")
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {title}", TABLE_NOTE]
+    for i, (name, (table, tasks)) in enumerate(settings.items()):
+        about = (descriptions or {}).get(name)
+        parts.append(f"## {name}" + (f"\n\n{about}" if about else "") + f"\n\n{markdown_table(table, tasks)}")
+        chart = out / ("success.png" if i == 0 else f"success_{name}.png")
+        bar_chart(table, tasks, chart, f"{title}: {name}" if len(settings) > 1 else title)
+    md = "\n\n".join(parts) + "\n"
+    (out / "results.md").write_text(md)
+    first = next(iter(settings.values()))[0]
+    payload = {"table": first, "tables": {k: t for k, (t, _) in settings.items()},
+               "tasks": {k: list(ts) for k, (_, ts) in settings.items()}, **(extra or {})}
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    return md
 
 
 def bar_chart(table: dict, tasks: list[str], path: Path, title: str = "success rate") -> Path:
@@ -82,12 +114,3 @@ def bar_chart(table: dict, tasks: list[str], path: Path, title: str = "success r
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def write_report(table: dict, tasks: list[str], out: Path, title: str, extra: dict | None = None) -> str:
-    md = markdown_table(table, tasks)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(f"# {title}\n\n{md}\n")
-    (out / "results.json").write_text(json.dumps({"table": table, **(extra or {})}, indent=2))
-    bar_chart(table, tasks, out / "success.png", title)
-    return md

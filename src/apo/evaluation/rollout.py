@@ -34,6 +34,8 @@ class EvalConfig:
     """Actions of each predicted chunk executed before re-planning (None: the whole chunk)."""
     videos_per_task: int = 0
     """Rollout videos saved per task (first episodes)."""
+    videos_per_outcome: int = 0
+    """Rollout videos saved per task and outcome: the first N successful and the first N failed episodes."""
     seed_base: int = EVAL_SEED_BASE
     """Env seed of episode 0."""
 
@@ -42,6 +44,8 @@ class EvalConfig:
             raise ValueError("episodes and parallel_envs must be >= 1")
         if self.execute_steps is not None and self.execute_steps < 1:
             raise ValueError(f"execute_steps must be >= 1, got {self.execute_steps}")
+        if self.videos_per_task < 0 or self.videos_per_outcome < 0:
+            raise ValueError("videos_per_task and videos_per_outcome must be >= 0")
 
 
 @dataclass
@@ -67,6 +71,7 @@ def run_task(policy, task: str, cfg: EvalConfig, env_cfg: EnvConfig, video_dir: 
     result = TaskResult(task)
     n_envs = min(cfg.parallel_envs, cfg.episodes)
     envs = [make_env(task, env_cfg) for _ in range(n_envs)]
+    saved = {True: 0, False: 0}  # videos written per outcome
     try:
         for start in range(0, cfg.episodes, n_envs):
             seeds = [cfg.seed_base + i for i in range(start, min(start + n_envs, cfg.episodes))]
@@ -74,8 +79,10 @@ def run_task(policy, task: str, cfg: EvalConfig, env_cfg: EnvConfig, video_dir: 
             active = list(range(len(seeds)))
             success = [False] * len(seeds)
             length = [0] * len(seeds)
+            # the outcome is known only at the end: while a quota is open, keep every episode's frames
+            by_outcome = video_dir is not None and min(saved.values()) < cfg.videos_per_outcome
             frames: dict[int, list[np.ndarray]] = {
-                j: [obs[j]["image"]] for j in range(len(seeds)) if start + j < cfg.videos_per_task
+                j: [obs[j]["image"]] for j in range(len(seeds)) if start + j < cfg.videos_per_task or by_outcome
             }
             while active:
                 chunks = policy.act_batch(
@@ -103,9 +110,12 @@ def run_task(policy, task: str, cfg: EvalConfig, env_cfg: EnvConfig, video_dir: 
                 result.successes.append(bool(success[j]))
                 result.lengths.append(length[j])
                 result.seeds.append(s)
-                if j in frames and video_dir is not None:
-                    tag = "success" if success[j] else "failure"
+                ok = bool(success[j])
+                wanted = start + j < cfg.videos_per_task or saved[ok] < cfg.videos_per_outcome
+                if j in frames and video_dir is not None and wanted:
+                    tag = "success" if ok else "failure"
                     write_video(video_dir / f"{task}_ep{start + j:03d}_{tag}.mp4", frames[j])
+                    saved[ok] += 1
     finally:
         for e in envs:
             e.close()
@@ -120,7 +130,7 @@ def evaluate(policy, cfg: EvalConfig = EvalConfig(), env_cfg: EnvConfig = EnvCon
             f"{env_cfg.image_size} px; pass --env.image-size {policy.config.image_size}"
         )
     out = Path(out_dir) if out_dir is not None else None
-    video_dir = out / "videos" if (out is not None and cfg.videos_per_task) else None
+    video_dir = out / "videos" if (out is not None and (cfg.videos_per_task or cfg.videos_per_outcome)) else None
     results: dict[str, TaskResult] = {}
     with tqdm(total=cfg.episodes * len(cfg.tasks), desc="eval", unit="ep", dynamic_ncols=True) as bar:
         for task in cfg.tasks:

@@ -77,7 +77,8 @@ class VLAPolicy(torch.nn.Module):
     @torch.no_grad()
     def act_batch(self, images: np.ndarray, proprio: np.ndarray, instructions: list[str],
                   use_cache: bool = True, return_info: bool = False):
-        """Greedy action chunks (B, H, D) for a batch of observations."""
+        """Greedy action chunks (B, H, D) for a batch of observations (decoding constrained by the
+        tokenizer's ``next_token_mask``, so every chunk decodes)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -88,12 +89,23 @@ class VLAPolicy(torch.nn.Module):
                     f"act_batch needs images (B, H, W, 3) and B instructions, got {tuple(imgs.shape)} and "
                     f"{len(instructions)} instructions"
                 )
-            tokens, entropy = self.model.generate(imgs, self.embed_instructions(instructions), prop, use_cache=use_cache)
+            tok = self.tokenizer
+            tokens, entropy = self.model.generate(imgs, self.embed_instructions(instructions), prop, use_cache=use_cache,
+                                                  allowed=tok.next_token_mask, pad_id=tok.pad_id)
         finally:
             self.model.train(was_training)
-        actions = self.tokenizer.decode(tokens.numpy())
+        actions = tok.decode(tokens.numpy())
+        bad = ~np.isfinite(actions).reshape(len(actions), -1).all(1)
+        if bad.any():  # cannot happen: decoding is constrained to well-formed sequences
+            raise RuntimeError(f"the policy produced undecodable action tokens {tokens[bad].tolist()} despite "
+                               f"constrained decoding; the {tok.kind} tokenizer's next_token_mask is wrong")
         if return_info:
-            return actions, {"tokens": tokens.numpy(), "entropy": entropy.numpy()}
+            # padded positions (variable-length tokenizers) get the mean entropy of the sequence's real
+            # tokens, so that a mean over the row is the mean over real tokens
+            valid = tok.token_mask(tokens)
+            mean = (entropy * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1)
+            entropy = torch.where(valid, entropy, mean)
+            return actions, {"tokens": tokens.numpy(), "entropy": entropy.numpy(), "token_mask": valid.numpy()}
         return actions
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:

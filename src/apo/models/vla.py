@@ -12,7 +12,7 @@ that peft LoRA can target them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Callable
 
 import torch
 import torch.nn as nn
@@ -46,7 +46,7 @@ class VLAConfig:
     vocab_size: Annotated[int, tyro.conf.Suppress] = 256
     """Action token vocabulary (from the tokenizer); BOS is added as id vocab_size."""
     num_action_tokens: Annotated[int, tyro.conf.Suppress] = 4
-    """Action tokens per prediction (from the tokenizer: horizon x action_dim)."""
+    """Action tokens per prediction (from the tokenizer: horizon x action_dim for bins, the padded length for FAST)."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -195,9 +195,14 @@ class TinyVLA(nn.Module):
 
     @torch.no_grad()
     def generate(self, images, lang, proprio, use_cache: bool = True, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None,
+                 allowed: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+                 pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode N action tokens; returns (tokens (B, N), per-token entropy (B, N)).
-        ``temperature == 0`` is greedy."""
+        ``temperature == 0`` is greedy. ``allowed(prefix (B, i)) -> bool (B, vocab) or None`` restricts
+        each next token (the tokenizer's ``next_token_mask``); entropies are those of the restricted
+        distribution. Once only ``pad_id`` is allowed for every sequence, the rest is filled with it
+        (entropy 0) without running the model."""
         N, P = self.cfg.num_action_tokens, self.cfg.prefix_len
         B = images.shape[0]
         prefix = self.embed_prefix(images, lang, proprio)
@@ -208,6 +213,11 @@ class TinyVLA(nn.Module):
         seq = torch.cat([prefix, self._embed_actions(bos, 0)], 1)
         x = seq
         for i in range(N):
+            ok = allowed(out[:, :i]) if allowed is not None else None
+            if ok is not None and pad_id is not None and bool((ok.sum(-1) == 1).all() and ok[:, pad_id].all()):
+                out[:, i:] = pad_id
+                ent[:, i:] = 0.0
+                break
             L = P + 1 + i
             if use_cache:
                 mask = self.attn_mask[L - x.shape[1] : L, :L]
@@ -218,8 +228,10 @@ class TinyVLA(nn.Module):
                 for blk in self.blocks:
                     x = blk(x, self.attn_mask[:L, :L])
             logits = self.head(self.ln_f(x[:, -1])).float()
+            if ok is not None:
+                logits = logits.masked_fill(~ok, float("-inf"))
             logp = torch.log_softmax(logits, -1)
-            ent[:, i] = -(logp.exp() * logp).sum(-1)
+            ent[:, i] = -torch.where(logp.isfinite(), logp.exp() * logp, torch.zeros_like(logp)).sum(-1)
             if temperature > 0:
                 tok = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
             else:

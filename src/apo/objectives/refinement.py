@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from apo.data.dataset import AUTONOMOUS, CORRECTION, EXPERT, UNDESIRABLE
+from apo.data.sampler import shard_positions
 from apo.objectives.base import OBJECTIVES
+from apo.objectives.collectives import all_reduce_sum, world
 from apo.objectives.bc import weighted_token_nll
 from apo.objectives.metrics import decoded_l1, token_accuracy
 from apo.objectives.preference import (
@@ -46,23 +48,30 @@ class APO:
                    exclude_gripper=cfg.exclude_gripper)
 
     def __call__(self, policy, batch):
-        m = policy.model
+        m, tok = policy.model, policy.tokenizer
         prefix = m.embed_prefix(batch["image"], batch["lang"], batch["proprio"])
         logits = m.forward_from_prefix(prefix, batch["tokens"])
         logps = _token_logps(logits, batch["tokens"])
         desirable = batch["categories"] != UNDESIRABLE
-        # the gripper token is left out of the undesirable reward only (supp. Sec. 3)
-        mask = torch.ones_like(logps)
+        # only real tokens count (padding of variable-length tokenizers does not); the gripper tokens are
+        # left out of the undesirable reward only (supp. Sec. 3)
+        valid = tok.token_mask(batch["tokens"])
+        mask = valid.clone()
         if self.exclude_gripper:
-            gripper = torch.from_numpy(policy.tokenizer.gripper_token_mask())
-            mask[~desirable] = (~gripper).to(mask.dtype)
+            gripper = torch.as_tensor(tok.gripper_token_mask(batch["tokens"]), device=mask.device)
+            mask[~desirable] &= ~gripper[~desirable]
         rewards = sequence_reward(logps, batch["ref_logp"], mask)
+        # z0 from kl_samples mismatched pairs of the global batch (this process scores those in its shard)
+        rank, world_size = world()
         B = logps.shape[0]
-        sub = torch.arange(0, B, max(1, B // self.kl_samples))[: self.kl_samples]
+        step = max(1, B * world_size // self.kl_samples)
+        pos = shard_positions(B, rank, world_size)
+        sub = torch.nonzero((pos % step == 0) & (pos // step < self.kl_samples)).flatten()
+        kl_tokens = batch["kl_tokens"][sub]
         with torch.no_grad():
-            kl_logps = _token_logps(m.forward_from_prefix(prefix[sub], batch["kl_tokens"][sub]), batch["kl_tokens"][sub])
-        z0 = kl_estimate(kl_logps, batch["ref_kl_logp"][sub])
-        errors = decoded_l1(logits, batch["chunks"], policy.tokenizer)
+            kl_logps = _token_logps(m.forward_from_prefix(prefix[sub], kl_tokens), kl_tokens)
+        z0 = kl_estimate(kl_logps, batch["ref_kl_logp"][sub], mask=tok.token_mask(kl_tokens))
+        errors = decoded_l1(logits, batch["chunks"], tok)
         weights = adaptive_weights(errors, desirable, self.beta_d, self.beta_u) if self.adaptive else None
         loss = apo_loss(rewards, desirable, z0, self.beta, weights)
         r = rewards.detach()
@@ -72,7 +81,9 @@ class APO:
             "rewards/desirable": _mean(r[desirable]), "rewards/undesirable": _mean(r[~desirable]),
             "margins": _mean(r[desirable]) - _mean(r[~desirable]),
             "weights/desirable": _mean(w[desirable]), "weights/undesirable": _mean(w[~desirable]),
-            "token_acc": token_accuracy(logits, batch["tokens"]), "l1": errors[desirable].mean().item(),
+            "token_acc": token_accuracy(logits, batch["tokens"], valid),
+            "l1": errors[desirable].nanmean().item() if desirable.any() else float("nan"),
+            "undecodable": torch.isnan(errors).float().mean().item(),
         }
 
 
@@ -102,18 +113,19 @@ class DPO:
     def __call__(self, policy, batch):
         if "policy_tokens" not in batch:
             raise ValueError("DPO needs the policy's proposed actions (interaction episodes recorded by apo collect)")
-        m = policy.model
+        m, tok = policy.model, policy.tokenizer
         sel = batch["categories"] == CORRECTION
         prefix = m.embed_prefix(batch["image"][sel], batch["lang"][sel], batch["proprio"][sel])
         chosen, rejected = batch["tokens"][sel], batch["policy_tokens"][sel]
         logits_c = m.forward_from_prefix(prefix, chosen)
-        r_c = sequence_reward(_token_logps(logits_c, chosen), batch["ref_logp"][sel])
-        r_r = sequence_reward(_token_logps(m.forward_from_prefix(prefix, rejected), rejected), batch["ref_policy_logp"][sel])
+        r_c = sequence_reward(_token_logps(logits_c, chosen), batch["ref_logp"][sel], tok.token_mask(chosen))
+        r_r = sequence_reward(_token_logps(m.forward_from_prefix(prefix, rejected), rejected), batch["ref_policy_logp"][sel],
+                              tok.token_mask(rejected))
         loss = dpo_loss(r_c, r_r, self.beta)
         return loss, {
             "loss": loss.item(), "pairs": float(sel.sum()), "rewards/desirable": _mean(r_c.detach()),
             "rewards/undesirable": _mean(r_r.detach()), "margins": _mean((r_c - r_r).detach()),
-            "token_acc": token_accuracy(logits_c, chosen) if sel.any() else float("nan"),
+            "token_acc": token_accuracy(logits_c, chosen, tok.token_mask(chosen)) if sel.any() else float("nan"),
         }
 
 
@@ -137,10 +149,10 @@ class WeightedBC:
         table[EXPERT], table[CORRECTION] = self.expert, self.correction
         table[AUTONOMOUS], table[UNDESIRABLE] = self.autonomous, self.undesirable
         w = table[categories.long()]
-        if self.balance_interventions:
+        if self.balance_interventions:  # group totals of the global batch (all-reduced across processes)
             inter = categories == CORRECTION
             for group in (inter, ~inter):
-                total = w[group].sum()
+                total = all_reduce_sum(w[group].sum())
                 if total > 0:
                     w[group] = w[group] / total * 0.5
         return w
@@ -148,10 +160,11 @@ class WeightedBC:
     def __call__(self, policy, batch):
         logits = policy.logits(batch)
         w = self.sample_weights(batch["categories"])
-        loss = weighted_token_nll(logits, batch["tokens"], w)
+        valid = policy.tokenizer.token_mask(batch["tokens"])
+        loss = weighted_token_nll(logits, batch["tokens"], w, mask=valid)
         return loss, {
-            "loss": loss.item(), "token_acc": token_accuracy(logits, batch["tokens"]),
-            "l1": decoded_l1(logits, batch["chunks"], policy.tokenizer).mean().item(),
+            "loss": loss.item(), "token_acc": token_accuracy(logits, batch["tokens"], valid),
+            "l1": decoded_l1(logits, batch["chunks"], policy.tokenizer).nanmean().item(),
         }
 
 

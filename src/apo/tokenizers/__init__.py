@@ -1,6 +1,10 @@
 """Action tokenizers (registry: ``TOKENIZERS``)."""
 
-from apo.tokenizers.base import TOKENIZERS, ActionTokenizer, tokenizer_from_dict
+from apo.tokenizers.base import TOKENIZERS, ActionTokenizer, load_tokenizer, save_tokenizer, tokenizer_from_dict
 from apo.tokenizers.bins import BinActionTokenizer
+from apo.tokenizers.fast import FASTActionTokenizer, FASTConfig
 
-__all__ = ["TOKENIZERS", "ActionTokenizer", "BinActionTokenizer", "tokenizer_from_dict"]
+__all__ = [
+    "TOKENIZERS", "ActionTokenizer", "BinActionTokenizer", "FASTActionTokenizer", "FASTConfig", "load_tokenizer",
+    "save_tokenizer", "tokenizer_from_dict",
+]

@@ -21,8 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-from apo.tokenizers.base import TOKENIZERS, ActionTokenizer
+from apo.tokenizers.base import TOKENIZERS, ActionTokenizer, action_ranges, check_actions
 
 
 @TOKENIZERS.register("bin")
@@ -38,31 +39,16 @@ class BinActionTokenizer(ActionTokenizer):
         gripper_dim: int | None = 3,
         min_range: float = 1e-4,
     ):
-        q01 = np.asarray(q01, dtype=np.float64)
-        q99 = np.asarray(q99, dtype=np.float64)
-        if q01.shape != q99.shape or q01.ndim != 1:
-            raise ValueError(f"q01 and q99 must be 1-d of equal length, got {q01.shape} and {q99.shape}")
-        if np.any(q99 < q01):
-            raise ValueError(f"q99 must be >= q01 in every dimension, got q01={q01} q99={q99}; recompute the stats")
         if n_bins < 2:
             raise ValueError(f"n_bins must be >= 2, got {n_bins}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if gripper_dim is not None and not 0 <= gripper_dim < q01.size:
-            raise ValueError(f"gripper_dim {gripper_dim} out of range for {q01.size}-d actions")
-        self.action_dim = int(q01.size)
+        self.q01, self.q99, self.lo, self.hi = action_ranges(q01, q99, gripper_dim, min_range)
+        self.action_dim = int(self.q01.size)
         self.n_bins = int(n_bins)
         self.horizon = int(horizon)
         self.gripper_dim = gripper_dim
         self.min_range = float(min_range)
-        self.q01, self.q99 = q01, q99
-        lo, hi = q01.copy(), q99.copy()
-        if gripper_dim is not None:
-            lo[gripper_dim], hi[gripper_dim] = -1.0, 1.0
-        # a constant dimension still needs a non-empty range
-        mid = (lo + hi) / 2
-        half = np.maximum((hi - lo) / 2, min_range / 2)
-        self.lo, self.hi = mid - half, mid + half
 
     @property
     def vocab_size(self) -> int:
@@ -77,15 +63,7 @@ class BinActionTokenizer(ActionTokenizer):
         return (self.hi - self.lo) / (2 * self.n_bins)
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.ndim < 2 or actions.shape[-2:] != (self.horizon, self.action_dim):
-            raise ValueError(
-                f"actions must have shape (..., {self.horizon}, {self.action_dim}) (horizon, action_dim), "
-                f"got {actions.shape}"
-            )
-        if not np.all(np.isfinite(actions)):
-            raise ValueError("actions contain NaN/inf")
-        return actions
+        return check_actions(actions, self.horizon, self.action_dim)
 
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         x = 2 * (np.asarray(actions, np.float64) - self.lo) / (self.hi - self.lo) - 1
@@ -112,17 +90,27 @@ class BinActionTokenizer(ActionTokenizer):
         centres = centres.reshape(*tokens.shape[:-1], self.horizon, self.action_dim)
         return self.unnormalize(centres).astype(np.float32)
 
-    def gripper_token_mask(self) -> np.ndarray:
+    def gripper_token_mask(self, tokens=None):
         mask = np.zeros((self.horizon, self.action_dim), bool)
         if self.gripper_dim is not None:
             mask[:, self.gripper_dim] = True
-        return mask.reshape(-1)
+        mask = mask.reshape(-1)
+        if tokens is None:
+            return mask
+        if isinstance(tokens, torch.Tensor):
+            return torch.from_numpy(mask).to(tokens.device).expand(tokens.shape)
+        return np.broadcast_to(mask, np.shape(tokens))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "q01": self.q01.tolist(), "q99": self.q99.tolist(), "n_bins": self.n_bins,
             "horizon": self.horizon, "gripper_dim": self.gripper_dim, "min_range": self.min_range,
         }
+
+    @classmethod
+    def from_recipe(cls, recipe, stats, chunks) -> "BinActionTokenizer":
+        """Bins over the dataset's [q01, q99] (no fitting: ``chunks`` is not used)."""
+        return cls(stats.action_q01, stats.action_q99, n_bins=recipe.n_bins, horizon=recipe.horizon)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BinActionTokenizer":

@@ -4,6 +4,8 @@ Data: the interaction episodes (labels 0/1/2, the policy's proposals) plus the f
 ``demos_per_task`` expert demonstrations of each task. The reference is a frozen copy of the
 base policy, scored once (``CachedReference``). Only LoRA adapters are trained (``lora_rank=0``
 trains every weight); they are merged before the refined policy is saved to ``<out>/policy``.
+Launched with torchrun it trains on several processes (``apo.training.distributed``); the batch size
+is the global one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from apo.data.dataset import CATEGORY_NAMES, StepData
 from apo.models import VLAPolicy
 from apo.models.lora import add_lora, merge_lora
 from apo.objectives import OBJECTIVES
+from apo.training import distributed
 from apo.training.reference import CachedReference, OnlineReference
 from apo.training.trainer import TrainConfig, train
 
@@ -78,6 +81,8 @@ def select_demos(demos: list[Episode], per_task: int) -> list[Episode]:
 
 def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | list[str | os.PathLike],
            demos: str | os.PathLike | None, out_dir: str | os.PathLike, cfg: RefineConfig = RefineConfig()) -> VLAPolicy:
+    distributed.init_from_env()  # several processes when launched with torchrun
+    main = distributed.is_main()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy = VLAPolicy.load(base_policy)
@@ -87,17 +92,24 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
         episodes += select_demos(load_episodes(demos), cfg.demos_per_task)
     data = StepData.from_episodes(episodes, policy.tokenizer)
     counts = {CATEGORY_NAMES[c]: int((data.categories == c).sum()) for c in CATEGORY_NAMES}
-    (out / "refine_config.json").write_text(json.dumps({"config": asdict(cfg), "steps_per_category": counts}, indent=2))
+    if main:
+        (out / "refine_config.json").write_text(json.dumps({"config": asdict(cfg), "steps_per_category": counts}, indent=2))
 
     ref_policy = copy.deepcopy(policy).eval()
     for p in ref_policy.parameters():
         p.requires_grad_(False)
-    if cfg.reference == "cached":
+    if cfg.reference == "cached":  # scored and saved by rank 0, read by the other processes
         cache_path = out / "reference_cache.pt"
-        reference = CachedReference.load_if_matching(cache_path, data)
-        if reference is None:
+        reference = CachedReference.load_if_matching(cache_path, data) if main else None
+        if main and reference is None:
             reference = CachedReference.compute(ref_policy, data, seed=cfg.train.seed)
             reference.save(cache_path)
+        distributed.barrier()
+        if not main:
+            reference = CachedReference.load_if_matching(cache_path, data)
+            if reference is None:
+                raise RuntimeError(f"{cache_path} written by rank 0 does not match this process's data; "
+                                   "every process must see the same dataset folders")
     else:
         reference = OnlineReference(ref_policy, data, seed=cfg.train.seed)
 
@@ -107,5 +119,7 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
     train(policy, data, objective, cfg.train, out, sampler=sampler, params=params, prepare=reference.fill,
           desc=f"refine ({cfg.objective})")
     merge_lora(policy)
-    policy.save(out / "policy")
+    if main:
+        policy.save(out / "policy")
+    distributed.barrier()
     return policy

@@ -4,10 +4,13 @@
 objective, steps AdamW with warmup + cosine decay, logs metrics to ``metrics.jsonl`` and a
 progress bar, writes an atomic checkpoint every ``checkpoint_every`` steps and resumes from it
 when run again with the same output folder, and saves the final policy to ``<out>/policy``.
+On several processes (torchrun) it trains on shards of the same global batch with averaged
+gradients; see ``apo.training.distributed``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -20,6 +23,7 @@ from tqdm.auto import tqdm
 
 from apo.data.dataset import StepData
 from apo.data.sampler import UniformSampler
+from apo.training import distributed
 from apo.training.augment import random_shift
 from apo.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -87,13 +91,26 @@ def train(
 ) -> dict[str, Any]:
     """Train ``policy`` in place; returns the last logged metrics. ``params`` defaults to every
     trainable parameter (pass the LoRA parameters to train only those); ``prepare`` adds fields
-    to each (augmented) batch, e.g. reference log-probs."""
+    to each (augmented) batch, e.g. reference log-probs.
+
+    With a torch.distributed process group (``apo.training.distributed``), ``cfg.batch_size`` is the
+    global batch: every process draws it from ``sampler`` (which must draw global batches), keeps its
+    shard, and the gradients are averaged; only rank 0 writes files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world_size = distributed.world()
+    main = rank == 0
+    if world_size > 1:
+        if cfg.batch_size % world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world_size} processes")
+        if getattr(sampler, "world_size", 1) != 1:
+            raise ValueError("with several processes pass a sampler that draws the global batch (world_size=1); "
+                             "the trainer shards every batch itself")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     sampler = sampler or UniformSampler(len(data), cfg.batch_size, seed=cfg.seed)
     params = params if params is not None else [p for p in policy.parameters() if p.requires_grad]
+    distributed.broadcast_parameters(policy)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     lang_table = policy.embed_instructions(data.instructions)
@@ -112,33 +129,40 @@ def train(
         aug_gen.set_state(ckpt["aug_gen"])
         torch.set_rng_state(ckpt["torch_rng"])
         start = ckpt["step"]
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    distributed.barrier()  # every process has read the checkpoint before rank 0 may overwrite it
+    if main:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_path, {
-            "step": step, "config": asdict(cfg), "policy": policy.state_dict(), "optimizer": opt.state_dict(),
-            "sampler": sampler.state_dict(), "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
-        })
+        if main:
+            save_checkpoint(ckpt_path, {
+                "step": step, "config": asdict(cfg), "policy": policy.state_dict(), "optimizer": opt.state_dict(),
+                "sampler": sampler.state_dict(), "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            })
 
     policy.train()
     last: dict[str, Any] = {}
     running: dict[str, float] = {}
     n_run = 0
     t0 = time.time()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, unit="step", dynamic_ncols=True)
-    with open(out / "metrics.jsonl", "a") as log:
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, unit="step", dynamic_ncols=True,
+               disable=not main)
+    with open(out / "metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
         for step in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             batch = data.batch(sampler.sample(), lang_table)
             batch["image"] = random_shift(batch["image"], cfg.shift_pad, aug_gen)
+            if world_size > 1:
+                batch = distributed.shard_batch(batch, rank, world_size)
             if prepare is not None:
                 batch = prepare(batch)
             loss, metrics = objective(policy, batch)
-            if not torch.isfinite(loss):
+            if not distributed.all_finite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.sync_gradients(params)
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             metrics["grad_norm"] = float(gnorm)
@@ -146,15 +170,17 @@ def train(
                 running[k] = running.get(k, 0.0) + float(v)
             n_run += 1
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                last = {k: v / n_run for k, v in running.items()}
+                last = distributed.average_metrics({k: v / n_run for k, v in running.items()})
                 last.update(step=step + 1, lr=lr_at(step, cfg), elapsed_s=round(time.time() - t0, 1))
-                log.write(json.dumps(last) + "\n")
-                log.flush()
+                if main:
+                    log.write(json.dumps(last) + "\n")
+                    log.flush()
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "token_acc", "l1") if k in last})
                 running, n_run = {}, 0
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 checkpoint(step + 1)
     bar.close()
     checkpoint(cfg.steps)
+    distributed.barrier()  # the final checkpoint is on disk before any process goes on
     policy.eval()
     return last

@@ -1,0 +1,111 @@
+"""``apo loop`` end to end on a tiny scale: deploy -> collect with takeovers -> refine -> redeploy,
+the per-round history and plot, and continuing a killed or extended loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import apo.evaluation.loop as loop_mod
+import apo.evaluation.protocol as protocol
+from apo.data import load_episodes
+from apo.deployment import DeployConfig, SimulatedPersonConfig
+from apo.deployment.collect import INTERACTION_SEED_BASE
+from apo.envs import EnvConfig
+from apo.evaluation import EvalConfig
+from apo.evaluation.loop import ROUND_SEED_STRIDE, LoopConfig, run_loop
+from apo.evaluation.protocol import RunConfigMismatchError
+from apo.registry import UnknownNameError
+from apo.training.refine import RefineConfig
+from apo.training.trainer import TrainConfig
+
+TASK = "pick-place-v3"
+PERTURBED = f"{TASK}+lighting"
+
+
+def small_config(**kw) -> LoopConfig:
+    train = TrainConfig(steps=2, batch_size=8, shift_pad=0, lr=1e-3, warmup_steps=1, log_every=1,
+                        checkpoint_every=1, threads=1)
+    fields = dict(
+        tasks=(TASK,), rounds=1, episodes_per_task=1,
+        person=SimulatedPersonConfig(divergence_steps=1, max_reaction_delay=0, hold_steps=3),
+        deploy=DeployConfig(k_undesirable=2),
+        refine=RefineConfig(lora_rank=4, lora_alpha=8.0, kl_samples=4, demos_per_task=1, train=train),
+        eval=EvalConfig(episodes=1, parallel_envs=1), env=EnvConfig(max_steps=10),
+    )
+    return LoopConfig(**{**fields, **kw})
+
+
+@pytest.fixture(scope="module")
+def finished_loop(tmp_path_factory, saved_tiny_policy, tiny_dataset):
+    out = tmp_path_factory.mktemp("loop") / "run"
+    cfg = small_config(perturbation="lighting")
+    history = run_loop(saved_tiny_policy, tiny_dataset, out, cfg)
+    return out, cfg, history, saved_tiny_policy, tiny_dataset
+
+
+@pytest.mark.slow
+def test_loop_deploys_refines_and_redeploys(finished_loop):
+    out, cfg, history, base, demos = finished_loop
+    assert [h["round"] for h in history] == [0, 1]
+    # round 0 deploys the base policy, round 1 the policy refined on round 0's interactions
+    assert history[0]["policy"] == str(base)
+    assert history[1]["policy"] == str(out / "round_0" / "refine" / "policy")
+    assert (out / "round_0" / "refine" / "policy" / "config.json").exists()
+    assert not (out / "round_1" / "refine").exists()  # the last round is only deployed
+    for r in (0, 1):
+        eps = load_episodes(out / f"round_{r}" / "interactions")
+        assert [ep.seed for ep in eps] == [INTERACTION_SEED_BASE + r * ROUND_SEED_STRIDE]  # fresh scenes per round
+        assert [ep.task for ep in eps] == [PERTURBED]  # deployed in the perturbed setting
+        summary = json.loads((out / f"round_{r}" / "interactions" / "summary.json").read_text())["summary"]
+        assert history[r]["intervention_rate"] == pytest.approx(summary["intervention_rate"])
+        assert history[r]["intervention_rate"] > 0  # the simulated person took over
+        results = json.loads((out / f"round_{r}" / "eval.json").read_text())["results"]
+        assert history[r]["success_rate"] == results[PERTURBED]["success_rate"]
+        assert history[r]["success_rate_original"] == results[TASK]["success_rate"]  # forgetting is tracked
+        assert history[r]["setting"] == "perturbed" and list(history[r]["per_task"]) == [PERTURBED]
+        assert any((out / f"round_{r}" / "videos" / "interactions").glob("*.mp4"))
+        assert any((out / f"round_{r}" / "eval" / "videos").glob("*.mp4"))
+    assert json.loads((out / "loop.json").read_text()) == history
+    assert (out / "loop.png").stat().st_size > 0
+    meta = json.loads((out / "round_0" / "refine" / "refine_config.json").read_text())
+    assert meta["steps_per_category"]["expert"] == 20  # the demos were mixed in
+    assert "round 1: deploy" in (out / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_loop_continues_and_extends(finished_loop, monkeypatch):
+    out, cfg, history, base, demos = finished_loop
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(loop_mod, "refine", must_not_run)
+    monkeypatch.setattr(protocol, "evaluate", must_not_run)
+    monkeypatch.setattr("apo.deployment.collect.run_episode", must_not_run)
+    assert run_loop(base, demos, out, cfg) == history
+    with pytest.raises(RunConfigMismatchError, match="episodes_per_task"):
+        run_loop(base, demos, out, dataclasses.replace(cfg, episodes_per_task=2))
+    with pytest.raises(RunConfigMismatchError, match="demos"):
+        run_loop(base, None, out, cfg)
+    # more rounds continue from the last policy: round 1 is refined next
+    with pytest.raises(AssertionError, match="ran again"):
+        run_loop(base, demos, out, dataclasses.replace(cfg, rounds=2))
+
+
+def test_plot_with_the_original_setting(tmp_path):
+    history = [{"round": r, "success_rate": 0.1 * r, "success_rate_original": 0.5, "intervention_rate": 0.3}
+               for r in range(3)]
+    assert loop_mod.plot_loop(history, tmp_path / "p" / "loop.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(rounds=0), ValueError), (dict(episodes_per_task=0), ValueError), (dict(tasks=()), ValueError),
+    (dict(tasks=(f"{TASK}+texture",)), ValueError), (dict(perturbation="fog"), UnknownNameError),
+    (dict(videos_per_outcome=-1), ValueError),
+])
+def test_config_validation(kwargs, error):
+    with pytest.raises(error):
+        LoopConfig(**kwargs)

@@ -1,0 +1,63 @@
+"""Result tables: pooling over training seeds, Wilson intervals, markdown, one report per setting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from apo.evaluation.report import markdown_table, method_table, wilson, write_settings_report
+
+
+def results(**rates: list[bool]) -> dict:
+    """An eval.json ``results`` dict from per-task success lists."""
+    return {t: {"success_rate": float(np.mean(s)), "successes": s} for t, s in rates.items()}
+
+
+RUNS = {
+    "base": [results(a=[True, False, False, False], b=[False] * 4)],
+    "apo": [results(a=[True, True, True, False], b=[True, False, False, False]),
+            results(a=[True, True, False, False], b=[True, True, False, False])],
+}
+
+
+def test_method_table_pools_seeds_and_keeps_per_seed_rates():
+    table = method_table(RUNS, ["a", "b"])
+    a = table["apo"]["a"]
+    assert a["success_rate"] == pytest.approx(5 / 8) and a["episodes"] == 8
+    assert a["per_seed"] == [0.75, 0.5]
+    assert a["ci95"] == pytest.approx(wilson(5, 8))  # the interval of the pooled episodes
+    assert table["apo"]["average"]["success_rate"] == pytest.approx((5 / 8 + 3 / 8) / 2)
+    assert table["apo"]["average"]["per_seed"] == pytest.approx([0.5, 0.5])
+    assert table["base"]["average"]["success_rate"] == pytest.approx(0.125)
+    # a subset of the tasks (one setting) has its own average
+    assert method_table(RUNS, ["b"])["apo"]["average"]["success_rate"] == pytest.approx(3 / 8)
+
+
+def test_markdown_shows_interval_seed_spread_and_delta_to_base():
+    md = markdown_table(method_table(RUNS, ["a", "b"]), ["a", "b"])
+    base_row, apo_row = md.splitlines()[2:4]
+    lo, hi = wilson(5, 8)
+    assert f"62% ({lo:.0%}-{hi:.0%})" in apo_row and apo_row.startswith("| **apo** |")
+    assert "± 0.0" in apo_row and "(+37.5 pt)" in apo_row  # 50.0% vs 12.5%, two seeds with equal averages
+    assert "±" not in base_row and "pt" not in base_row  # one seed: no spread; the base has no delta
+
+
+def test_settings_report_writes_a_section_table_and_chart_per_setting(tmp_path):
+    runs = {m: [dict(r, **{"a+texture": r["a"]}) for r in rs] for m, rs in RUNS.items()}
+    settings = {"perturbed": (method_table(runs, ["a+texture"]), ["a+texture"]),
+                "original": (method_table(runs, ["a", "b"]), ["a", "b"])}
+    md = write_settings_report(settings, tmp_path, "T", extra={"k": 1}, descriptions={"perturbed": "under texture"})
+    text = (tmp_path / "results.md").read_text()
+    assert text == md and text.startswith("# T")
+    assert text.index("## perturbed") < text.index("under texture") < text.index("## original")
+    assert "| a+texture | average |" in text and "| a | b | average |" in text
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data["tables"]) == {"perturbed", "original"} and data["k"] == 1
+    assert data["table"] == data["tables"]["perturbed"]  # the first setting is the headline table
+    assert data["tasks"] == {"perturbed": ["a+texture"], "original": ["a", "b"]}
+    assert data["tables"]["original"]["apo"]["a"]["episodes"] == 8
+    assert (tmp_path / "success.png").stat().st_size > 0 and (tmp_path / "success_original.png").stat().st_size > 0
+    with pytest.raises(ValueError):
+        write_settings_report({}, tmp_path, "T")
