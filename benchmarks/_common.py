@@ -6,6 +6,7 @@ The scripts are run as ``python benchmarks/bench_<name>.py``, which puts this fo
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -14,6 +15,7 @@ import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -144,3 +146,31 @@ def print_machine(results: dict[str, object], console: Console) -> None:
 def save_results(results: dict[str, object], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
+
+
+def run_script(doc: str, default_out: Path, threads: int, quick, full,
+               measure: Callable[[object, Console, argparse.Namespace], dict[str, object]],
+               render: Callable[[dict[str, object], Console], None],
+               add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The shared ``main`` of the budgeted scripts: parse ``--quick/--out/--threads`` (plus ``add_args``),
+    run ``measure(budget, console, args)`` (its sections are merged into the results), then save the
+    JSON with the machine info and load average and print the report."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke test with a small budget (~1 min)")
+    parser.add_argument("--out", type=Path, default=default_out, help="JSON output path")
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
+    if add_args is not None:
+        add_args(parser)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    budget = quick if args.quick else full
+    console = make_console()
+    t0 = time.perf_counter()
+    results: dict[str, object] = {"machine": machine_info(), "quick": args.quick, "budget": asdict(budget)}
+    results.update(measure(budget, console, args))
+    results["load_avg_end"] = load_avg()
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    save_results(results, args.out)
+    render(results, console)
+    console.print(f"wrote {args.out} ({results['wall_s']} s)")

@@ -31,7 +31,6 @@ and at the end.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -39,11 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from _common import (
-    MODEL_IMAGE_SIZE, RESULTS_DIR, build_base_policy, interleaved, load_avg, machine_info, make_console,
-    paired_ratio, print_machine, save_results, summarize, table, time_calls,
+    run_script,
+    MODEL_IMAGE_SIZE, RESULTS_DIR, build_base_policy, interleaved, paired_ratio, print_machine, summarize, table, time_calls,
 )
 from apo.data import EpisodeWriter
 from apo.data.episode import LABEL_HUMAN
@@ -301,28 +299,17 @@ def render_report(results: dict[str, object], console) -> None:
                   f"per episode {pct(lo)} .. {pct(hi)}: noise)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few episodes (~1 min smoke test)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads")
-    parser.add_argument("--tmp-dir", type=Path, default=None,
-                        help="where the recorder's temp folder goes (default: the system temp dir)")
-    args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    budget = QUICK if args.quick else FULL
-    console = make_console()
-    t0 = time.perf_counter()
-    results: dict[str, object] = {"machine": machine_info(), "quick": args.quick, "budget": asdict(budget)}
+def measure(budget: Budget, console, args) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="apo-bench-deploy-", dir=args.tmp_dir) as tmp:
-        results["deployment"] = bench(budget, Path(tmp), console)
-    results["load_avg_end"] = load_avg()
-    results["wall_s"] = round(time.perf_counter() - t0, 1)
+        return {"deployment": bench(budget, Path(tmp), console)}
 
-    save_results(results, args.out)
-    render_report(results, console)
-    console.print(f"wrote {args.out} ({results['wall_s']} s)")
+
+def main() -> None:
+    def add_args(parser) -> None:
+        parser.add_argument("--tmp-dir", type=Path, default=None,
+                            help="where the recorder's temp folder goes (default: the system temp dir)")
+
+    run_script(__doc__, DEFAULT_OUT, THREADS, QUICK, FULL, measure, render_report, add_args)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,16 @@ an idle machine: the JSON records the load average at the start.
 
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from rich.console import Console
 
 from _common import (
-    MODEL_IMAGE_SIZE, RESULTS_DIR, build_base_policy, machine_info, make_console, per_second, print_machine,
-    save_results, summarize, table, time_calls,
+    run_script,
+    MODEL_IMAGE_SIZE, RESULTS_DIR, build_base_policy, per_second, print_machine,
+    summarize, table, time_calls,
 )
 from apo.envs import DEV_SUITE, EnvConfig, MetaWorldEnv, ScriptedExpert, make_env
 from apo.models import LANG_DIM, VLAPolicy
@@ -195,28 +194,17 @@ def render_report(results: dict[str, object], console: Console) -> None:
     ))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few iterations (~1 min smoke test)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads")
-    args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    budget = QUICK if args.quick else FULL
-    console = make_console()
-    t0 = time.perf_counter()
-    results: dict[str, object] = {"machine": machine_info(), "quick": args.quick, "budget": asdict(budget)}
-    results["env"] = bench_envs(budget, console)
+def measure(budget: Budget, console, args) -> dict[str, object]:
+    out: dict[str, object] = {"env": bench_envs(budget, console)}
     console.log("training step")
-    results["train"] = bench_train(budget)
+    out["train"] = bench_train(budget)
     console.log("decoding")
-    results["decode"] = bench_decode(budget)
-    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    out["decode"] = bench_decode(budget)
+    return out
 
-    save_results(results, args.out)
-    render_report(results, console)
-    console.print(f"wrote {args.out} ({results['wall_s']} s)")
+
+def main() -> None:
+    run_script(__doc__, DEFAULT_OUT, THREADS, QUICK, FULL, measure, render_report)
 
 
 if __name__ == "__main__":

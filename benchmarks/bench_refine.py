@@ -28,19 +28,17 @@ idle machine: the JSON records the load average at the start and at the end.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
 from _common import (
-    MODEL_IMAGE_SIZE, RESULTS_DIR, build_base_policy, interleaved, load_avg, machine_info, make_console,
-    paired_ratio, print_machine, save_results, summarize, table,
+    run_script,
+    MODEL_IMAGE_SIZE, RESULTS_DIR, build_base_policy, interleaved, paired_ratio, print_machine, summarize, table,
 )
 from apo.data import Episode
 from apo.data.balanced import BalancedSampler
@@ -234,24 +232,8 @@ def render_report(results: dict[str, object], console) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few steps (~1 min smoke test)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads")
-    args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    budget = QUICK if args.quick else FULL
-    console = make_console()
-    t0 = time.perf_counter()
-    results: dict[str, object] = {"machine": machine_info(), "quick": args.quick, "budget": asdict(budget)}
-    results["refine"] = bench(budget, console)
-    results["load_avg_end"] = load_avg()
-    results["wall_s"] = round(time.perf_counter() - t0, 1)
-
-    save_results(results, args.out)
-    render_report(results, console)
-    console.print(f"wrote {args.out} ({results['wall_s']} s)")
+    run_script(__doc__, DEFAULT_OUT, THREADS, QUICK, FULL, lambda budget, console, args: {"refine": bench(budget, console)},
+               render_report)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def spy_on_act(monkeypatch, policy, src):
 def test_takeover_labels_actions_and_proposals(env, policy, monkeypatch):
     src = ScriptSource(takeover_at(range(12, 18)))
     calls = spy_on_act(monkeypatch, policy, src)
-    ep, summary = run_episode(env, policy, src, seed=5, cfg=DeployConfig(k_undesirable=5))
+    ep, summary = run_episode(env, policy, src, seed=5, cfg=DeployConfig(k_undesirable=5, execute_steps=None))
     assert src.resets == [5]
     assert ep is not None and len(ep) == MAX_STEPS and not ep.success
     expect = np.array([P] * 7 + [U] * 5 + [H] * 6 + [P] * 12, np.int8)

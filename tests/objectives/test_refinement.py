@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import copy
 import math
-import zlib
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from apo.data import DatasetStats, Episode
 from apo.data.dataset import AUTONOMOUS, CORRECTION, EXPERT, UNDESIRABLE, StepData
 from apo.objectives import OBJECTIVES
 from apo.objectives.bc import BehaviourCloning
@@ -20,49 +17,21 @@ from apo.objectives.preference import adaptive_weights
 from apo.objectives.metrics import decoded_l1
 from apo.objectives.refinement import APO, DPO, HGDAgger, IWR, KTO, Sirius, WeightedBC
 from apo.training.reference import OnlineReference
+from unit_policies import fast_tokenizer, random_episode, unit_policy
 
-INSTRUCTION = "pick up the puck"
-IMG = 32
-
-
-def tiny_policy(seed: int = 0):
-    from apo.models import VLAPolicy
-    from apo.tokenizers import BinActionTokenizer
-
-    stats = DatasetStats([-1.0] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4, 10)
-    tok = BinActionTokenizer(stats.action_q01, stats.action_q99, n_bins=16, horizon=2)
-    torch.manual_seed(seed)
-    policy = VLAPolicy.build(tok, stats, image_size=IMG, image_grid=2, d_model=32, n_layers=1, n_heads=2)
-    g = torch.Generator().manual_seed(zlib.crc32(INSTRUCTION.encode()))
-    policy._instructions[INSTRUCTION] = F.normalize(torch.randn(384, generator=g), dim=0)
-    return policy
-
-
-def episode(labels, seed, source="interaction", with_proposals=True) -> Episode:
-    rng = np.random.default_rng(seed)
-    T = len(labels)
-    actions = rng.uniform(-1, 1, (T, 4)).astype(np.float32)
-    return Episode(
-        task="pick-place-v3", instruction=INSTRUCTION,
-        images=rng.integers(0, 256, (T, IMG, IMG, 3), dtype=np.uint8),
-        proprio=rng.normal(size=(T, 4)).astype(np.float32), actions=actions,
-        rewards=np.zeros(T, np.float32), dones=np.arange(T) == T - 1, labels=np.asarray(labels, np.int8),
-        success=False, seed=seed, source=source,
-        policy_actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32) if with_proposals else None,
-    )
 
 
 @pytest.fixture(scope="module")
 def policy():
-    return tiny_policy(0)
+    return unit_policy(0)
 
 
 @pytest.fixture(scope="module")
 def data(policy) -> StepData:
     eps = [
-        episode([2, 2, 2, 2], seed=1, source="expert", with_proposals=False),
-        episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2),
-        episode([0, 2, 2, 1], seed=3),
+        random_episode([2, 2, 2, 2], seed=1, source="expert"),
+        random_episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2),
+        random_episode([0, 2, 2, 1], seed=3),
     ]
     return StepData.from_episodes(eps, policy.tokenizer)
 
@@ -79,7 +48,7 @@ def filled(batch, ref_policy, data):
 
 @pytest.fixture(scope="module")
 def batch(raw_batch, data):
-    return filled(raw_batch, tiny_policy(seed=7), data)  # a reference different from the policy
+    return filled(raw_batch, unit_policy(seed=7), data)  # a reference different from the policy
 
 
 def test_synthetic_batch_categories(batch):
@@ -288,7 +257,7 @@ def test_sirius_loss_hand_weighted(policy, batch):
 
 @pytest.mark.parametrize("name", ["apo", "kto", "dpo", "hg-dagger", "iwr", "sirius", "bc"])
 def test_gradients_flow(name, batch, init_batch):
-    p = tiny_policy(0)
+    p = unit_policy(0)
     obj = OBJECTIVES.get(name).from_config(cfg()) if name != "bc" else BehaviourCloning()
     for b in (batch, init_batch):  # also at initialization (r = 0: sigma'(0) > 0)
         p.zero_grad(set_to_none=True)
@@ -303,7 +272,7 @@ def test_gradients_flow(name, batch, init_batch):
 
 def test_apo_step_improves_its_objective(batch):
     """One small gradient step lowers the APO loss on the same batch."""
-    p = tiny_policy(0)
+    p = unit_policy(0)
     obj = APO(beta=1.0)
     loss0, _ = obj(p, batch)
     opt = torch.optim.SGD(p.parameters(), lr=0.05)
@@ -315,37 +284,21 @@ def test_apo_step_improves_its_objective(batch):
 
 # ----- every objective with FAST tokens (variable length: padding must not count) -----
 
-def fast_policy(seed: int = 0, data_seed: int = 0):
-    """A tiny policy with a FAST tokenizer fitted on the synthetic episodes' chunks."""
-    from apo.models import VLAPolicy
-    from apo.tokenizers import FASTActionTokenizer, FASTConfig
-    from apo.training.base_policy import dataset_chunks
-
-    eps = fast_episodes()
-    stats = DatasetStats([-1.0] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4, 10)
-    tok = FASTActionTokenizer.fit(dataset_chunks(eps, 2), stats.action_q01, stats.action_q99,
-                                  FASTConfig(scale=4.0, vocab_size=64, min_frequency=1))
-    torch.manual_seed(seed)
-    policy = VLAPolicy.build(tok, stats, image_size=IMG, image_grid=2, d_model=32, n_layers=1, n_heads=2)
-    g = torch.Generator().manual_seed(zlib.crc32(INSTRUCTION.encode()))
-    policy._instructions[INSTRUCTION] = F.normalize(torch.randn(384, generator=g), dim=0)
-    return policy
-
-
 def fast_episodes():
     return [
-        episode([2, 2, 2, 2], seed=1, source="expert", with_proposals=False),
-        episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2),
-        episode([0, 2, 2, 1], seed=3),
+        random_episode([2, 2, 2, 2], seed=1, source="expert"),
+        random_episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2),
+        random_episode([0, 2, 2, 1], seed=3),
     ]
 
 
 @pytest.fixture(scope="module")
 def fast_setup():
-    policy = fast_policy(0)
+    tok = fast_tokenizer(fast_episodes())
+    policy = unit_policy(0, tok)
     data = StepData.from_episodes(fast_episodes(), policy.tokenizer)
     raw = data.batch(torch.arange(len(data)), policy.embed_instructions(data.instructions))
-    batch = filled(raw, fast_policy(seed=7), data)
+    batch = filled(raw, unit_policy(7, tok), data)
     tok = policy.tokenizer
     valid = tok.token_mask(batch["tokens"])
     assert (~valid).any() and valid.sum(1).min() < valid.shape[1]  # there is padding to get wrong
@@ -437,7 +390,7 @@ def test_fast_dpo_ignores_padding(fast_setup):
 @pytest.mark.parametrize("name", ["apo", "kto", "dpo", "hg-dagger", "iwr", "sirius", "bc"])
 def test_fast_gradients_flow(name, fast_setup):
     _, batch = fast_setup
-    p = fast_policy(0)
+    p = unit_policy(0, fast_tokenizer(fast_episodes()))
     obj = OBJECTIVES.get(name).from_config(cfg()) if name != "bc" else BehaviourCloning()
     loss, metrics = obj(p, batch)
     assert torch.isfinite(loss) and loss.requires_grad

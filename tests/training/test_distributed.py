@@ -8,25 +8,21 @@ import dataclasses
 import json
 import os
 import time
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
-from apo.data import DatasetStats, Episode
+from apo.data import Episode
 from apo.data.balanced import BalancedSampler
 from apo.data.dataset import StepData
 from apo.data.sampler import shard, shard_positions
 from apo.objectives.refinement import APO, DPO, IWR
 from apo.training import TrainConfig, distributed, train
 from apo.training.reference import OnlineReference
+from unit_policies import bin_tokenizer, fast_tokenizer, random_episode, unit_policy
 
-INSTRUCTION = "pick up the puck"
-IMG = 32
 BATCH = 12  # 6 desirable, 3 corrections, 3 undesirable: every rank gets 3 / 1-2 / 1-2
 STEPS = 2
 SCENARIOS = {  # name: (objective, tokenizer)
@@ -40,38 +36,12 @@ CFG = TrainConfig(steps=STEPS, batch_size=BATCH, lr=1e-3, warmup_steps=0, shift_
 
 
 def episodes() -> list[Episode]:
-    out = []
-    for labels, seed, source in (([2] * 6, 1, "expert"), ([1, 1, 0, 0, 2, 2, 1, 1], 2, "interaction"),
-                                 ([0, 2, 2, 1, 0, 0], 3, "interaction")):
-        rng = np.random.default_rng(seed)
-        T = len(labels)
-        out.append(Episode(
-            task="pick-place-v3", instruction=INSTRUCTION,
-            images=rng.integers(0, 256, (T, IMG, IMG, 3), dtype=np.uint8),
-            proprio=rng.normal(size=(T, 4)).astype(np.float32), actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-            rewards=np.zeros(T, np.float32), dones=np.arange(T) == T - 1, labels=np.asarray(labels, np.int8),
-            success=False, seed=seed, source=source,
-            policy_actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32) if source != "expert" else None,
-        ))
-    return out
+    return [random_episode([2] * 6, 1, "expert"), random_episode([1, 1, 0, 0, 2, 2, 1, 1], 2, "interaction"),
+            random_episode([0, 2, 2, 1, 0, 0], 3, "interaction")]
 
 
 def make_policy(kind: str, seed: int):
-    from apo.models import VLAPolicy
-    from apo.tokenizers import BinActionTokenizer, FASTActionTokenizer, FASTConfig
-    from apo.training.base_policy import dataset_chunks
-
-    stats = DatasetStats([-1.0] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4, 10)
-    if kind == "bin":
-        tok = BinActionTokenizer(stats.action_q01, stats.action_q99, n_bins=16, horizon=2)
-    else:
-        tok = FASTActionTokenizer.fit(dataset_chunks(episodes(), 2), stats.action_q01, stats.action_q99,
-                                      FASTConfig(scale=4.0, vocab_size=64, min_frequency=1))
-    torch.manual_seed(seed)
-    policy = VLAPolicy.build(tok, stats, image_size=IMG, image_grid=2, d_model=32, n_layers=1, n_heads=2)
-    g = torch.Generator().manual_seed(zlib.crc32(INSTRUCTION.encode()))
-    policy._instructions[INSTRUCTION] = F.normalize(torch.randn(384, generator=g), dim=0)
-    return policy
+    return unit_policy(seed, bin_tokenizer() if kind == "bin" else fast_tokenizer(episodes()))
 
 
 def run_scenarios(root: Path) -> dict:

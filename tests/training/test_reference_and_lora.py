@@ -5,62 +5,33 @@ from __future__ import annotations
 
 import copy
 import json
-import zlib
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from apo.data import DatasetStats, Episode, EpisodeWriter, load_episodes
+from apo.data import DatasetStats, EpisodeWriter, load_episodes
 from apo.data.dataset import StepData
 from apo.objectives.refinement import APO
 from apo.registry import UnknownNameError
 from apo.training.reference import CachedReference, OnlineReference, assign_kl_partners
 from apo.training.refine import RefineConfig, refine
 from apo.training.trainer import TrainConfig
+from unit_policies import INSTRUCTION, random_episode, unit_policy
 
-INSTRUCTION = "pick up the puck"
-IMG = 32
-
-
-def tiny_policy(seed: int = 0):
-    from apo.models import VLAPolicy
-    from apo.tokenizers import BinActionTokenizer
-
-    stats = DatasetStats([-1.0] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4, 10)
-    tok = BinActionTokenizer(stats.action_q01, stats.action_q99, n_bins=16, horizon=2)
-    torch.manual_seed(seed)
-    policy = VLAPolicy.build(tok, stats, image_size=IMG, image_grid=2, d_model=32, n_layers=1, n_heads=2)
-    g = torch.Generator().manual_seed(zlib.crc32(INSTRUCTION.encode()))
-    policy._instructions[INSTRUCTION] = F.normalize(torch.randn(384, generator=g), dim=0)
-    return policy
-
-
-def episode(labels, seed, source="interaction") -> Episode:
-    rng = np.random.default_rng(seed)
-    T = len(labels)
-    return Episode(
-        task="pick-place-v3", instruction=INSTRUCTION,
-        images=rng.integers(0, 256, (T, IMG, IMG, 3), dtype=np.uint8),
-        proprio=rng.normal(size=(T, 4)).astype(np.float32), actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-        rewards=np.zeros(T, np.float32), dones=np.arange(T) == T - 1, labels=np.asarray(labels, np.int8),
-        success=False, seed=seed, source=source,
-        policy_actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32) if source == "interaction" else None,
-    )
 
 
 def interaction_episodes():
-    return [episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2), episode([0, 2, 2, 1, 1, 0, 2, 1], seed=3)]
+    return [random_episode([1, 1, 0, 0, 2, 2, 1, 1], seed=2), random_episode([0, 2, 2, 1, 1, 0, 2, 1], seed=3)]
 
 
 def demo_episodes():
-    return [episode([2] * 6, seed=1, source="expert"), episode([2] * 5, seed=4, source="expert")]
+    return [random_episode([2] * 6, seed=1, source="expert"), random_episode([2] * 5, seed=4, source="expert")]
 
 
 @pytest.fixture(scope="module")
 def data() -> StepData:
-    return StepData.from_episodes(demo_episodes() + interaction_episodes(), tiny_policy().tokenizer)
+    return StepData.from_episodes(demo_episodes() + interaction_episodes(), unit_policy().tokenizer)
 
 
 def batch_of(data, policy, idx):
@@ -69,7 +40,7 @@ def batch_of(data, policy, idx):
 
 # ----- KL partners -----
 
-def test_kl_partners_come_from_another_episode():
+def test_kl_partners_come_from_another_random_episode():
     ep = torch.tensor([0] * 5 + [1] * 5 + [2] * 3 + [3] * 1)
     for seed in range(5):
         p = assign_kl_partners(ep, seed)
@@ -89,14 +60,14 @@ def test_kl_partners_single_episode_does_not_hang():
 
 @pytest.fixture(scope="module")
 def ref_policy():
-    return tiny_policy(seed=11).eval()
+    return unit_policy(seed=11).eval()
 
 
 def test_cached_and_online_reference_fill_identical_fields_and_apo_loss(data, ref_policy):
     cached = CachedReference.compute(ref_policy, data, seed=4, batch_size=5)  # several scoring batches
     online = OnlineReference(ref_policy, data, seed=4)
     assert torch.equal(cached.partners, online.partners)
-    policy = tiny_policy(seed=0)
+    policy = unit_policy(seed=0)
     idx = [13, 0, 7, 25, 4, 18, 9, 21]
     b_cached = cached.fill(batch_of(data, policy, idx))
     b_online = online.fill(batch_of(data, policy, idx))
@@ -134,10 +105,10 @@ def test_cached_reference_save_and_load_if_matching(data, ref_policy, tmp_path):
     assert loaded.fields.keys() == cached.fields.keys()
     for k in cached.fields:
         assert torch.equal(loaded.fields[k], cached.fields[k])
-    tok = tiny_policy().tokenizer
+    tok = unit_policy().tokenizer
     # a different dataset (same size, other actions) and a different size: recompute
-    other_same_size = StepData.from_episodes(demo_episodes() + [episode([1, 1, 0, 0, 2, 2, 1, 1], seed=9),
-                                                                episode([0, 2, 2, 1, 1, 0, 2, 1], seed=3)], tok)
+    other_same_size = StepData.from_episodes(demo_episodes() + [random_episode([1, 1, 0, 0, 2, 2, 1, 1], seed=9),
+                                                                random_episode([0, 2, 2, 1, 1, 0, 2, 1], seed=3)], tok)
     assert len(other_same_size) == len(data)
     assert CachedReference.load_if_matching(path, other_same_size) is None
     assert CachedReference.load_if_matching(path, StepData.from_episodes(interaction_episodes(), tok)) is None
@@ -149,7 +120,7 @@ def test_lora_trains_only_adapters_and_merge_preserves_outputs(data, ref_policy)
     from apo.models import TinyVLA
     from apo.models.lora import add_lora, has_lora, merge_lora
 
-    policy = tiny_policy(seed=0)
+    policy = unit_policy(seed=0)
     reference = OnlineReference(copy.deepcopy(policy), data, seed=0)
     base_state = {k: v.clone() for k, v in policy.model.state_dict().items()}
     params = add_lora(policy, rank=4, alpha=8.0)
@@ -191,7 +162,7 @@ def test_add_lora_rejects_rank_zero():
     from apo.models.lora import add_lora
 
     with pytest.raises(ValueError, match="rank"):
-        add_lora(tiny_policy(), rank=0)
+        add_lora(unit_policy(), rank=0)
 
 
 # ----- refine() end to end -----
@@ -205,7 +176,7 @@ def folders(tmp_path_factory):
         for ep in eps:
             w.write(ep)
         DatasetStats.compute(load_episodes(folder)).save(folder)
-    base = tiny_policy(seed=0).save(root / "base")
+    base = unit_policy(seed=0).save(root / "base")
     return root, base, inter, demos
 
 

@@ -271,7 +271,7 @@ def loop(args: Annotated[LoopArgs, tyro.conf.arg(name="")]) -> None:
 class DemoArgs:
     out: Path = Path("runs/demo")
     """Run folder; rerunning continues from the last finished stage."""
-    demos: DemoConfig = field(default_factory=lambda: DemoConfig(episodes_per_task=100, action_noise=0.0))
+    demos: DemoConfig = field(default_factory=DemoConfig)
     recipe: BaseRecipe = field(default_factory=BaseRecipe)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(videos_per_task=2))
     env: EnvConfig = field(default_factory=EnvConfig)

@@ -22,11 +22,12 @@ DEMO_SEED_BASE = 0
 class DemoConfig:
     tasks: tuple[str, ...] = ("coffee-push-v3", "peg-insert-side-v3", "pick-place-v3", "shelf-place-v3")
     """Tasks to collect demonstrations for."""
-    episodes_per_task: int = 50
+    episodes_per_task: int = 200
     """Successful demonstrations to record per task (failed expert rollouts are skipped)."""
-    action_noise: float = 0.0
-    """Std of Gaussian noise added to the *executed* expert action (DART-style state coverage);
-    the recorded action is the expert's clean action."""
+    action_noise: float = 0.2
+    """Std of Gaussian noise added to the *executed* expert action (DART-style state coverage: the
+    demos show recoveries from the policy's own kind of errors); the recorded action is the expert's
+    clean action. 0.2 vs 0 raised the base policy from 12% to 31% (docs/base_policy.md)."""
     seed: int = 0
     """Offset of the env seeds used (seed + DEMO_SEED_BASE + i)."""
 

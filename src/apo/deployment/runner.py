@@ -23,8 +23,9 @@ from apo.deployment.sources import InterventionSource, StepContext
 class DeployConfig:
     k_undesirable: int = 10
     """Policy steps before each takeover labeled undesirable (0)."""
-    execute_steps: int | None = None
-    """Actions of each predicted chunk executed before re-planning (None: the whole chunk)."""
+    execute_steps: int | None = 1
+    """Actions of each predicted chunk executed before re-planning (None: the whole chunk). Re-planning
+    every step (1) measured 31% vs 25% average success for the base policy (docs/base_policy.md)."""
     max_pause_steps: int = 100
     """Consecutive paused steps (device lost) after which the episode is aborted."""
 

@@ -75,7 +75,7 @@ class BenchmarkConfig:
     """Existing base policy folder (None: collect demos and train one in the run folder)."""
     demos: Path | None = None
     """Existing expert demonstration folder of the original tasks (None: collect into the run folder)."""
-    demo: DemoConfig = field(default_factory=lambda: DemoConfig(episodes_per_task=100))
+    demo: DemoConfig = field(default_factory=DemoConfig)
     """Demonstrations for the base policy (when no base policy is given)."""
     recipe: BaseRecipe = field(default_factory=BaseRecipe)
     """Base policy recipe (when no base policy is given)."""

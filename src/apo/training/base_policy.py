@@ -35,8 +35,8 @@ class BaseRecipe:
     and its horizon --recipe.horizon)."""
     model: VLAConfig = field(default_factory=VLAConfig)
     """Network shape (vocab and token count are set from the tokenizer)."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    """Optimization."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=10_000))
+    """Optimization (10k steps of 64: ~20 min on 2 cores; docs/base_policy.md)."""
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
