@@ -16,7 +16,7 @@ Usage::
 
     python benchmarks/bench_foundation.py [--quick] [--out benchmarks/results/foundation.json]
 
-``--quick`` (~1 min) is a smoke test with few iterations; the full run takes ~5 min. Run it on
+``--quick`` is a smoke test with few iterations; the full run takes ~1 min on 2 idle cores. Run it on
 an idle machine: the JSON records the load average at the start.
 """
 

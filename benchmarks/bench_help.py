@@ -66,45 +66,41 @@ def followed(onsets: list[int], triggers: list[int], window: int) -> list[bool]:
     return [any(r <= t <= r + window for t in triggers) for r in onsets]
 
 
-def run_always(policy, tasks, episodes, env_cfg, person_cfg, deploy) -> list[dict]:
-    """(A): the always-watching person; per episode the step entropies, the triggers, the outcome."""
-    wrapped = UncertaintyPolicy(policy)
+def _run_mode(wrapped, make_person, tasks, episodes, env_cfg, deploy, extra) -> list[dict]:
+    """Per task, ``episodes`` deployments of ``wrapped`` with the person ``make_person(task)``, on seeds
+    ``INTERACTION_SEED_BASE + i``; a dict per episode (``extra(log, person)`` adds mode-specific fields)."""
     out = []
     for task in tasks:
         env = make_env(task, env_cfg)
-        person = SimulatedPerson(task, person_cfg)
+        person = make_person(task)
         log = EntropyLog(wrapped, inner=person)
         try:
             for i in range(episodes):
                 _, s = run_episode(env, wrapped, log, INTERACTION_SEED_BASE + i, deploy)
                 out.append(dict(task=task, seed=INTERACTION_SEED_BASE + i, steps=s.steps, human_steps=s.human_steps,
                                 takeovers=s.takeovers, success=s.success, watched=person.watched_steps,
-                                entropies=list(log.entropies), triggers=[t for t, _ in person.triggers],
-                                trigger_kinds=[k for _, k in person.triggers]))
+                                **extra(log, person)))
         finally:
             env.close()
     return out
+
+
+def run_always(policy, tasks, episodes, env_cfg, person_cfg, deploy) -> list[dict]:
+    """(A): the always-watching person; per episode the step entropies, the triggers, the outcome."""
+    return _run_mode(UncertaintyPolicy(policy), lambda task: SimulatedPerson(task, person_cfg), tasks, episodes,
+                     env_cfg, deploy,
+                     lambda log, person: dict(entropies=list(log.entropies), triggers=[t for t, _ in person.triggers],
+                                              trigger_kinds=[k for _, k in person.triggers]))
 
 
 def run_on_request(policy, threshold, tasks, episodes, env_cfg, person_cfg, deploy, patience) -> list[dict]:
     """(B): the person who looks only when asked and honours requests."""
     requester = HelpRequester(threshold, patience)
-    wrapped = UncertaintyPolicy(policy, requester)
     cfg = SimulatedPersonConfig(**{**person_cfg.__dict__, "watch": "on_request", "honour_requests": True})
-    out = []
-    for task in tasks:
-        env = make_env(task, env_cfg)
-        person = SimulatedPerson(task, cfg, help_signal=requester)
-        log = EntropyLog(wrapped, inner=person)
-        try:
-            for i in range(episodes):
-                _, s = run_episode(env, wrapped, log, INTERACTION_SEED_BASE + i, deploy)
-                out.append(dict(task=task, seed=INTERACTION_SEED_BASE + i, steps=s.steps, human_steps=s.human_steps,
-                                takeovers=s.takeovers, success=s.success, watched=person.watched_steps,
-                                requests=int(np.sum(log.requests)), request_onsets=len(request_onsets(log.requests))))
-        finally:
-            env.close()
-    return out
+    return _run_mode(UncertaintyPolicy(policy, requester), lambda task: SimulatedPerson(task, cfg, help_signal=requester),
+                     tasks, episodes, env_cfg, deploy,
+                     lambda log, person: dict(requests=int(np.sum(log.requests)),
+                                              request_onsets=len(request_onsets(log.requests))))
 
 
 def totals(eps: list[dict]) -> dict[str, float]:

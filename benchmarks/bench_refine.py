@@ -22,7 +22,7 @@ Usage::
 
     python benchmarks/bench_refine.py [--quick] [--threads 1] [--out benchmarks/results/refine.json]
 
-``--quick`` (~1 min) is a smoke test with few steps; the full run takes ~3-5 min. Run it on an
+``--quick`` is a smoke test with few steps; the full run takes ~1.5 min on 2 idle cores. Run it on an
 idle machine: the JSON records the load average at the start and at the end.
 """
 

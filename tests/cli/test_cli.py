@@ -111,3 +111,16 @@ def test_fit_tokenizer_command_writes_a_loadable_tokenizer(tmp_path, tiny_datase
     assert isinstance(tok, FASTActionTokenizer) and tok.horizon == 2 and tok.vocab_size <= 120
     printed = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "bin tokenizer: 8" in printed and "padded to 10" in printed and out.name in printed
+
+
+def test_missing_tokenizer_file_is_a_clean_error(tmp_path, tiny_dataset, monkeypatch, capsys):
+    from apo.cli.main import main
+
+    missing = tmp_path / "nope.json"
+    monkeypatch.setattr(sys, "argv", ["apo", "train", "--data", str(tiny_dataset), "--out", str(tmp_path / "run"),
+                                      "--recipe.tokenizer", "fast", "--recipe.tokenizer-file", str(missing)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "apo fit-tokenizer" in err and "Traceback" not in err

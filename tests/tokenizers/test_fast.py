@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from apo.tokenizers import (
-    TOKENIZERS, BinActionTokenizer, FASTActionTokenizer, FASTConfig, load_tokenizer, save_tokenizer, tokenizer_from_dict,
+    TOKENIZERS, BinActionTokenizer, FASTActionTokenizer, FASTConfig, TokenizerFileError, load_tokenizer, save_tokenizer, tokenizer_from_dict,
 )
 
 Q01 = [-0.5, -1.0, 0.0, -0.2]
@@ -315,7 +315,7 @@ def test_corrupt_or_mismatched_bpe_is_refused(tok, tmp_path):
     with pytest.raises(ValueError, match="refit"):  # fitted for scale 10: its symbols do not cover scale 40
         tokenizer_from_dict({**d, "scale": 40.0})
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(TokenizerFileError, match="not valid JSON"):
         load_tokenizer(tmp_path / "bad.json")
-    with pytest.raises(FileNotFoundError, match="apo fit-tokenizer"):
+    with pytest.raises(TokenizerFileError, match="apo fit-tokenizer"):
         load_tokenizer(tmp_path / "missing.json")

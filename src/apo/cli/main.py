@@ -17,10 +17,12 @@ def main() -> None:
     from apo.evaluation.protocol import RunConfigMismatchError
     from apo.models.policy import PolicyLoadError
     from apo.registry import UnknownNameError
+    from apo.tokenizers import TokenizerFileError
 
     try:
         _run()
-    except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError, RunConfigMismatchError) as e:
+    except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError, RunConfigMismatchError,
+            TokenizerFileError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}")
         sys.exit(2)
     except KeyboardInterrupt:

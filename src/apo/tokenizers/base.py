@@ -99,14 +99,18 @@ def save_tokenizer(tokenizer: ActionTokenizer, path: str | os.PathLike) -> Path:
     return path
 
 
+class TokenizerFileError(ValueError):
+    """A saved tokenizer file is missing or unreadable; the message says how to make a new one."""
+
+
 def load_tokenizer(path: str | os.PathLike) -> ActionTokenizer:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"tokenizer file {path} does not exist; create it with `apo fit-tokenizer`")
+        raise TokenizerFileError(f"tokenizer file {path} does not exist; create it with `apo fit-tokenizer`")
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"tokenizer file {path} is not valid JSON ({e}); refit it with `apo fit-tokenizer`") from e
+        raise TokenizerFileError(f"tokenizer file {path} is not valid JSON ({e}); refit it with `apo fit-tokenizer`") from e
     return tokenizer_from_dict(d)
 
 

@@ -14,7 +14,7 @@ from apo.data import DatasetStats, Episode, load_episodes
 from apo.data.dataset import StepData, action_chunks
 from apo.models import VLAConfig, VLAPolicy
 from apo.objectives import OBJECTIVES
-from apo.tokenizers import TOKENIZERS, ActionTokenizer, load_tokenizer, tokenizer_from_dict
+from apo.tokenizers import TOKENIZERS, ActionTokenizer, TokenizerFileError, load_tokenizer, tokenizer_from_dict
 from apo.tokenizers.fast import FASTConfig
 from apo.training import distributed
 from apo.training.trainer import TrainConfig, train
@@ -57,10 +57,10 @@ def make_tokenizer(data_dir: str | os.PathLike, recipe: BaseRecipe, episodes: li
     if recipe.tokenizer_file is not None:
         tok = load_tokenizer(recipe.tokenizer_file)
         if tok.kind != recipe.tokenizer:
-            raise ValueError(f"{recipe.tokenizer_file} holds a {tok.kind!r} tokenizer but --recipe.tokenizer is "
+            raise TokenizerFileError(f"{recipe.tokenizer_file} holds a {tok.kind!r} tokenizer but --recipe.tokenizer is "
                              f"{recipe.tokenizer!r}; pass --recipe.tokenizer {tok.kind}")
         if tok.horizon != recipe.horizon:
-            raise ValueError(f"{recipe.tokenizer_file} was fitted for horizon {tok.horizon} but --recipe.horizon is "
+            raise TokenizerFileError(f"{recipe.tokenizer_file} was fitted for horizon {tok.horizon} but --recipe.horizon is "
                              f"{recipe.horizon}; pass --recipe.horizon {tok.horizon} or refit with `apo fit-tokenizer`")
         return tok
     stats = DatasetStats.load(data_dir)
