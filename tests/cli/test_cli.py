@@ -124,3 +124,26 @@ def test_missing_tokenizer_file_is_a_clean_error(tmp_path, tiny_dataset, monkeyp
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "apo fit-tokenizer" in err and "Traceback" not in err
+
+
+def test_compare_command_prints_table_and_writes_chart(tmp_path, monkeypatch, capsys):
+    import json
+
+    from apo.cli.main import main
+
+    for name, succ in (("base", [True, False]), ("apo", [True, True])):
+        (tmp_path / name).mkdir()
+        res = {"t-v3": {"success_rate": sum(succ) / 2, "successes": succ, "seeds": [1, 2]}}
+        (tmp_path / name / "eval.json").write_text(json.dumps({"results": res}))
+    monkeypatch.setattr(sys, "argv", ["apo", "compare", f"base={tmp_path / 'base'}", f"apo={tmp_path / 'apo'}",
+                                      "--out", str(tmp_path / "cmp")])
+    main()
+    out = capsys.readouterr().out
+    assert "| **apo** | 100%" in out and "(+50.0 pt)" in out
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+    assert "(+50.0 pt)" in (tmp_path / "cmp" / "compare.md").read_text()
+    # a malformed pair is a clean error that shows the expected form
+    monkeypatch.setattr(sys, "argv", ["apo", "compare", "just-a-path"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2 and "NAME=PATH" in capsys.readouterr().err

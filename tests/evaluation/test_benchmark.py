@@ -60,6 +60,9 @@ def test_perturbation_protocol_end_to_end(finished_run):
     meta = json.loads((out / "refine" / "apo_s0" / "refine_config.json").read_text())
     assert meta["steps_per_category"]["expert"] == 20
     assert meta["steps_per_category"]["correction"] == sum(int((ep.labels == 2).sum()) for ep in inter)
+    # the reference log-probs were scored once per training seed, in a file every objective shares
+    assert (out / "refine" / "reference_s0.pt").exists()
+    assert not (out / "refine" / "apo_s0" / "reference_cache.pt").exists()
     # every policy was evaluated on the same seeds in both settings
     for name in ("base", "apo_s0"):
         results = json.loads((out / "eval" / f"{name}.json").read_text())["results"]

@@ -61,3 +61,41 @@ def test_settings_report_writes_a_section_table_and_chart_per_setting(tmp_path):
     assert (tmp_path / "success.png").stat().st_size > 0 and (tmp_path / "success_original.png").stat().st_size > 0
     with pytest.raises(ValueError):
         write_settings_report({}, tmp_path, "T")
+
+
+# ----- comparing eval.json files -----
+
+def write_eval(folder, seeds=(10, 11), **rates: list[bool]):
+    folder.mkdir(parents=True, exist_ok=True)
+    res = {t: {"success_rate": float(np.mean(s)), "successes": s, "seeds": list(seeds)} for t, s in rates.items()}
+    res["average"] = {"success_rate": float(np.mean([r["success_rate"] for r in res.values()]))}
+    (folder / "eval.json").write_text(json.dumps({"results": res, "config": {}}))
+    return folder
+
+
+def test_compare_evals_builds_the_table_from_files(tmp_path):
+    from apo.evaluation.report import compare_evals
+
+    base = write_eval(tmp_path / "base", a=[True, False], b=[False, False])
+    apo = write_eval(tmp_path / "apo", a=[True, True], b=[True, False])
+    table, tasks = compare_evals({"base": base, "apo": apo / "eval.json"})  # a folder or the file itself
+    assert tasks == ["a", "b"] and list(table) == ["base", "apo"]
+    assert table["apo"]["a"]["success_rate"] == 1.0 and table["apo"]["a"]["ci95"] == pytest.approx(wilson(2, 2))
+    assert table["apo"]["average"]["success_rate"] == pytest.approx(0.75)
+    assert "(+50.0 pt)" in markdown_table(table, tasks)
+
+
+def test_compare_evals_refuses_files_that_are_not_comparable(tmp_path):
+    from apo.evaluation.report import EvalFileError, compare_evals
+
+    base = write_eval(tmp_path / "base", a=[True, False])
+    with pytest.raises(EvalFileError, match="other_seeds.*different env seeds"):
+        compare_evals({"base": base, "other_seeds": write_eval(tmp_path / "s", seeds=(20, 21), a=[True, True])})
+    with pytest.raises(EvalFileError, match="same tasks"):
+        compare_evals({"base": base, "tasks": write_eval(tmp_path / "t", c=[True, True])})
+    with pytest.raises(EvalFileError, match="does not exist"):
+        compare_evals({"base": base, "missing": tmp_path / "nope"})
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "eval.json").write_text("{not json")
+    with pytest.raises(EvalFileError, match="not an eval.json"):
+        compare_evals({"bad": tmp_path / "bad"})

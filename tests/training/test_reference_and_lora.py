@@ -235,6 +235,19 @@ def test_refine_full_finetune_online_reference(folders):
     assert not torch.equal(loaded.model.image_encoder.net[0].weight, base_policy.model.image_encoder.net[0].weight)
 
 
+
+@pytest.mark.parametrize("objective", ["hg-dagger", "iwr", "sirius", "bc"])
+def test_refine_bc_baselines_skip_reference_scoring(folders, objective):
+    from apo.objectives import OBJECTIVES
+
+    root, base, inter, demos = folders
+    out = root / f"out_{objective}"
+    assert OBJECTIVES.get(objective).uses_reference is False
+    refine(base, inter, demos, out, small_cfg(objective=objective, demos_per_task=1, train=TrainConfig(
+        steps=2, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1)))
+    assert (out / "policy" / "config.json").exists()
+    assert not (out / "reference_cache.pt").exists()  # no cache scored for an objective that never reads it
+
 # ----- RefineConfig validation -----
 
 def test_refine_config_unknown_objective_lists_valid_names():
@@ -249,6 +262,7 @@ def test_refine_config_cached_reference_with_augmentation_raises():
     with pytest.raises(ValueError, match="shift"):
         RefineConfig(reference="cached", train=TrainConfig(shift_pad=4))
     RefineConfig(reference="online", train=TrainConfig(shift_pad=4))  # fine: scored on the augmented images
+    RefineConfig(objective="hg-dagger", train=TrainConfig(shift_pad=4))  # fine: BC reads no reference
 
 
 @pytest.mark.parametrize("kw", [dict(beta=0.0), dict(beta_d=-1.0), dict(beta_u=0.0), dict(lora_rank=-1),

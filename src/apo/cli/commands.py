@@ -123,6 +123,38 @@ def evaluate(args: Annotated[EvalArgs, tyro.conf.arg(name="")]) -> None:
 
 
 @dataclass(frozen=True)
+class CompareArgs:
+    runs: tyro.conf.Positional[tuple[str, ...]]
+    """Evaluations to compare as NAME=PATH (PATH: an eval.json from `apo eval`, or its folder), e.g.
+    base=runs/eval_base apo=runs/eval_apo. All must cover the same tasks and env seeds."""
+    baseline: str = "base"
+    """Name whose average the others are compared with (points); ignored when absent."""
+    out: Path | None = None
+    """Folder for compare.md and compare.png (None: print the table only)."""
+
+
+def compare(args: Annotated[CompareArgs, tyro.conf.arg(name="")]) -> None:
+    """Compare evaluations on the same seeds: method x task success table with Wilson 95% intervals."""
+    from apo.evaluation.report import EvalFileError, TABLE_NOTE, bar_chart, compare_evals, markdown_table
+
+    named = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise EvalFileError(f"{item!r} is not NAME=PATH (e.g. apo=runs/eval_apo/eval.json)")
+        named[name] = path
+    table, tasks = compare_evals(named)
+    md = markdown_table(table, tasks, baseline=args.baseline)
+    print(md)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "compare.md").write_text(f"{TABLE_NOTE}\n\n{md}\n")
+        (args.out / "compare.json").write_text(json.dumps({"table": table, "tasks": tasks}, indent=2))
+        bar_chart(table, tasks, args.out / "compare.png")
+        console.print(f"written: {args.out / 'compare.md'}, {args.out / 'compare.png'}")
+
+
+@dataclass(frozen=True)
 class CollectArgs:
     policy: Path
     """Saved policy folder to deploy."""

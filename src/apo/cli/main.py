@@ -15,6 +15,7 @@ def main() -> None:
     from apo.data.storage import DatasetError
     from apo.deployment.devices import DeviceNotFoundError
     from apo.evaluation.protocol import RunConfigMismatchError
+    from apo.evaluation.report import EvalFileError
     from apo.models.policy import PolicyLoadError
     from apo.registry import UnknownNameError
     from apo.tokenizers import TokenizerFileError
@@ -22,7 +23,7 @@ def main() -> None:
     try:
         _run()
     except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError, RunConfigMismatchError,
-            TokenizerFileError) as e:
+            TokenizerFileError, EvalFileError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}")
         sys.exit(2)
     except KeyboardInterrupt:
@@ -39,6 +40,7 @@ def _run() -> None:
             "fit-tokenizer": commands.fit_tokenizer,
             "train": commands.train,
             "eval": commands.evaluate,
+            "compare": commands.compare,
             "collect": commands.collect,
             "serve": commands.serve,
             "refine": commands.refine,

@@ -171,7 +171,8 @@ def run_benchmark(out: str | os.PathLike, cfg: BenchmarkConfig = BenchmarkConfig
                 t0 = time.time()
                 rcfg = dataclasses.replace(cfg.refine, objective=objective,
                                            train=dataclasses.replace(cfg.refine.train, seed=seed))
-                refine(base, inter, refine_demos, run_dir, rcfg)
+                # the objectives of one seed share the reference log-probs (same base, data and KL partners)
+                refine(base, inter, refine_demos, run_dir, rcfg, reference_cache=out / "refine" / f"reference_s{seed}.pt")
                 log.info(f"refined {name} in {time.time() - t0:.0f} s")
             runs[objective].append(evaluate_policy(name, run_dir / "policy", objective, i == 0))
 

@@ -114,3 +114,42 @@ def bar_chart(table: dict, tasks: list[str], path: Path, title: str = "success r
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+class EvalFileError(ValueError):
+    """An eval.json that cannot be compared (missing, corrupt, or evaluated on other tasks or seeds)."""
+
+
+def load_eval_results(path: str | Path) -> dict:
+    """The ``results`` dict of an ``apo eval`` output (a folder holding eval.json, or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "eval.json"
+    if not path.exists():
+        raise EvalFileError(f"{path} does not exist: give an eval.json written by `apo eval` (or its folder)")
+    try:
+        results = json.loads(path.read_text())["results"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise EvalFileError(f"{path} is not an eval.json written by `apo eval` ({e}); rerun the evaluation") from e
+    return results
+
+
+def compare_evals(named: dict[str, str | Path]) -> tuple[dict, list[str]]:
+    """One method x task table (``method_table``) from several evaluations of the same tasks and seeds.
+
+    Success rates are only comparable on the same episodes, so every evaluation must cover the same
+    tasks with the same env seeds; otherwise ``EvalFileError`` says which one differs."""
+    if not named:
+        raise EvalFileError("nothing to compare: give NAME=PATH pairs")
+    loaded = {name: load_eval_results(path) for name, path in named.items()}
+    first_name, first = next(iter(loaded.items()))
+    tasks = [t for t in first if t != "average"]
+    for name, results in loaded.items():
+        other = [t for t in results if t != "average"]
+        if sorted(other) != sorted(tasks):
+            raise EvalFileError(f"{name} was evaluated on {other}, {first_name} on {tasks}: compare the same tasks")
+        for t in tasks:
+            if results[t].get("seeds") != first[t].get("seeds"):
+                raise EvalFileError(f"{name} and {first_name} used different env seeds on {t}: evaluate both with "
+                                    "the same --eval.seed-base and --eval.episodes")
+    return method_table({name: [r] for name, r in loaded.items()}, tasks), tasks

@@ -15,6 +15,9 @@ from apo.registry import Registry
 
 
 class Objective(Protocol):
+    uses_reference: bool
+    """Whether the batch needs the frozen reference's log-probs (``ref_logp`` and friends)."""
+
     def __call__(self, policy, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 

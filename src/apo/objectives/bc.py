@@ -37,6 +37,8 @@ def weighted_token_nll(logits: torch.Tensor, targets: torch.Tensor, weights: tor
 class BehaviourCloning:
     """Token cross-entropy on every sample of the batch."""
 
+    uses_reference = False
+
     @classmethod
     def from_config(cls, cfg) -> "BehaviourCloning":
         return cls()

@@ -35,6 +35,7 @@ def _mean(x: torch.Tensor) -> float:
 class APO:
     """Action Preference Optimization: prospect-theoretic utility with adaptive weights."""
 
+    uses_reference = True
     beta: float = 0.1
     beta_d: float = 1.0
     beta_u: float = 1.0
@@ -104,6 +105,7 @@ class KTO(APO):
 class DPO:
     """DPO pairs: the person's correction (chosen) vs the policy's own proposal at the same step (rejected)."""
 
+    uses_reference = True
     beta: float = 0.1
 
     @classmethod
@@ -133,6 +135,7 @@ class DPO:
 class WeightedBC:
     """Token cross-entropy with a weight per step category (the BC-family baselines)."""
 
+    uses_reference = False  # no reference log-probs: refinement skips scoring them
     expert: float = 1.0
     correction: float = 1.0
     autonomous: float = 0.0

@@ -57,12 +57,12 @@ class RefineConfig:
     """Optimization (augmentation off by default: the cached reference scored the raw images)."""
 
     def __post_init__(self) -> None:
-        OBJECTIVES.get(self.objective)  # unknown names fail here, listing the valid ones
+        objective = OBJECTIVES.get(self.objective)  # unknown names fail here, listing the valid ones
         if self.beta <= 0 or self.beta_d <= 0 or self.beta_u <= 0:
             raise ValueError("beta, beta_d and beta_u must be > 0")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
-        if self.reference == "cached" and self.train.shift_pad:
+        if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
             raise ValueError(
                 "image augmentation (train.shift_pad > 0) changes the observations the cached reference "
                 "scored; set --train.shift-pad 0 or --reference online"
@@ -79,8 +79,37 @@ def select_demos(demos: list[Episode], per_task: int) -> list[Episode]:
     return out
 
 
+def _reference(policy: VLAPolicy, data: StepData, cfg: RefineConfig, cache_path: Path,
+               main: bool) -> CachedReference | OnlineReference:
+    """The frozen base policy's log-probs: scored once and cached (rank 0 writes, the others read), or
+    scored online every step."""
+    ref_policy = copy.deepcopy(policy).eval()
+    for p in ref_policy.parameters():
+        p.requires_grad_(False)
+    if cfg.reference == "cached":  # scored and saved by rank 0, read by the other processes
+        reference = CachedReference.load_if_matching(cache_path, data) if main else None
+        if main and reference is None:
+            reference = CachedReference.compute(ref_policy, data, seed=cfg.train.seed)
+            reference.save(cache_path)
+        distributed.barrier()
+        if not main:
+            reference = CachedReference.load_if_matching(cache_path, data)
+            if reference is None:
+                raise RuntimeError(f"{cache_path} written by rank 0 does not match this process's data; "
+                                   "every process must see the same dataset folders")
+    else:
+        reference = OnlineReference(ref_policy, data, seed=cfg.train.seed)
+    return reference
+
+
 def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | list[str | os.PathLike],
-           demos: str | os.PathLike | None, out_dir: str | os.PathLike, cfg: RefineConfig = RefineConfig()) -> VLAPolicy:
+           demos: str | os.PathLike | None, out_dir: str | os.PathLike, cfg: RefineConfig = RefineConfig(),
+           reference_cache: str | os.PathLike | None = None) -> VLAPolicy:
+    """Refine ``base_policy`` on the interaction episodes (plus demos) and save it to ``out_dir/policy``.
+
+    ``reference_cache`` is where the cached reference log-probs are kept (default
+    ``out_dir/reference_cache.pt``); runs on the same base, data and training seed may share one file.
+    """
     distributed.init_from_env()  # several processes when launched with torchrun
     main = distributed.is_main()
     out = Path(out_dir)
@@ -95,28 +124,14 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
     if main:
         (out / "refine_config.json").write_text(json.dumps({"config": asdict(cfg), "steps_per_category": counts}, indent=2))
 
-    ref_policy = copy.deepcopy(policy).eval()
-    for p in ref_policy.parameters():
-        p.requires_grad_(False)
-    if cfg.reference == "cached":  # scored and saved by rank 0, read by the other processes
-        cache_path = out / "reference_cache.pt"
-        reference = CachedReference.load_if_matching(cache_path, data) if main else None
-        if main and reference is None:
-            reference = CachedReference.compute(ref_policy, data, seed=cfg.train.seed)
-            reference.save(cache_path)
-        distributed.barrier()
-        if not main:
-            reference = CachedReference.load_if_matching(cache_path, data)
-            if reference is None:
-                raise RuntimeError(f"{cache_path} written by rank 0 does not match this process's data; "
-                                   "every process must see the same dataset folders")
-    else:
-        reference = OnlineReference(ref_policy, data, seed=cfg.train.seed)
+    objective = OBJECTIVES.get(cfg.objective).from_config(cfg)
+    cache_path = Path(reference_cache) if reference_cache is not None else out / "reference_cache.pt"
+    reference = _reference(policy, data, cfg, cache_path, main) if objective.uses_reference else None
 
     params = add_lora(policy, cfg.lora_rank, cfg.lora_alpha) if cfg.lora_rank else None
     sampler = BalancedSampler(data.categories, cfg.train.batch_size, cfg.shares, seed=cfg.train.seed)
-    objective = OBJECTIVES.get(cfg.objective).from_config(cfg)
-    train(policy, data, objective, cfg.train, out, sampler=sampler, params=params, prepare=reference.fill,
+    train(policy, data, objective, cfg.train, out, sampler=sampler, params=params,
+          prepare=reference.fill if reference is not None else None,
           desc=f"refine ({cfg.objective})")
     merge_lora(policy)
     if main:

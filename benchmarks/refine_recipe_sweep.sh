@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Refinement recipes tried to stop the forgetting every method showed in the first benchmark
+# (docs/results.md, "Finding a refinement recipe"). Each variant refines the base policy on the
+# interaction episodes of a finished benchmark run and is evaluated on the whole development suite
+# (50 episodes per task, the fixed eval seeds). Two variants run side by side with one thread each.
+#   bash benchmarks/refine_recipe_sweep.sh BENCH_RUN BASE_POLICY DEMOS [OUT_ROOT]
+# e.g. bash benchmarks/refine_recipe_sweep.sh runs/bench runs/demo/train/policy runs/demo/demos
+# Ends with `apo compare`: the base and every variant, per task with Wilson intervals (OUT_ROOT/compare.md).
+set -euo pipefail
+bench="$1"; base="$2"; demos="$3"; root="${4:-runs/refine_sweep}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+mkdir -p "$root"
+variants=(
+  "hgd_d200:--refine.objective hg-dagger --refine.demos-per-task 200"
+  "apo_d200:--refine.objective apo --refine.demos-per-task 200"
+  "hgd_d200_lr3e-5:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.lr 3e-5"
+  "apo_d200_lr3e-5:--refine.objective apo --refine.demos-per-task 200 --refine.train.lr 3e-5"
+  # controls: behaviour cloning on the base's own demonstrations only (no interaction data), and
+  # HG-DAgger with the base's image augmentation
+  "bc_demos_lr3e-5:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.lr 3e-5 --refine.shares.desirable 1 --refine.shares.correction 0 --refine.shares.undesirable 0"
+  "hgd_d200_aug:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.shift-pad 4"
+)
+
+run_variant() {
+  local name="$1" args="$2"
+  # shellcheck disable=SC2086  # $args holds several words on purpose
+  apo refine --policy "$base" --interactions "$bench/interactions" --demos "$demos" --out "$root/$name" \
+    --refine.train.threads 1 $args > "$root/$name.log" 2>&1
+  apo eval --policy "$root/$name/policy" --out "$root/eval_$name" >> "$root/$name.log" 2>&1
+}
+
+pairs=("base=$bench/eval/base.json")
+for ((i = 0; i < ${#variants[@]}; i += 2)); do
+  for v in "${variants[@]:i:2}"; do
+    run_variant "${v%%:*}" "${v#*:}" &
+  done
+  wait
+done
+for v in "${variants[@]}"; do pairs+=("${v%%:*}=$root/eval_${v%%:*}"); done
+apo compare "${pairs[@]}" --out "$root"    # table with Wilson intervals: OUT_ROOT/compare.md, compare.png
