@@ -19,6 +19,10 @@ variants=(
   # HG-DAgger with the base's image augmentation
   "bc_demos_lr3e-5:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.lr 3e-5 --refine.shares.desirable 1 --refine.shares.correction 0 --refine.shares.undesirable 0"
   "hgd_d200_aug:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.shift-pad 4"
+  # the same control at the refinement lr, and APO / KTO with a behaviour-cloning anchor on the demos
+  "bc_demos:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.shares.desirable 1 --refine.shares.correction 0 --refine.shares.undesirable 0"
+  "apo_anchor1:--refine.objective apo --refine.demos-per-task 200 --refine.anchor-weight 1.0"
+  "kto_anchor1:--refine.objective kto --refine.demos-per-task 200 --refine.anchor-weight 1.0"
 )
 
 run_variant() {

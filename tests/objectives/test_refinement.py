@@ -135,14 +135,31 @@ def test_kto_equals_apo_without_adaptive_weights(policy, batch):
     assert apo_adaptive.item() != pytest.approx(kto_loss.item(), abs=1e-4)
 
 
+@pytest.mark.parametrize("cls", [APO, KTO])
+def test_anchor_adds_the_cross_entropy_of_the_expert_steps(policy, batch, cls):
+    plain, _ = cls(beta=0.3)(policy, batch)
+    anchored, metrics = cls(beta=0.3, anchor_weight=0.5)(policy, batch)
+    # independent: mean over the expert steps of the mean token cross-entropy (the bin tokens are all real)
+    expert = batch["categories"] == EXPERT
+    assert expert.sum() == 4
+    logits = policy.logits(batch)[expert]
+    ce = F.cross_entropy(logits.flatten(0, 1), batch["tokens"][expert].flatten())
+    assert metrics["anchor_nll"] == pytest.approx(ce.item(), rel=1e-5)
+    assert anchored.item() == pytest.approx(plain.item() + 0.5 * ce.item(), rel=1e-5)
+    assert "anchor_nll" not in cls(beta=0.3)(policy, batch)[1]  # off by default: the paper's loss
+
+
 def test_from_config_reads_the_refine_config():
     from apo.training.refine import RefineConfig
 
-    cfg = RefineConfig(objective="apo", beta=0.2, beta_d=3.0, beta_u=0.25, kl_samples=4, exclude_gripper=False)
+    cfg = RefineConfig(objective="apo", beta=0.2, beta_d=3.0, beta_u=0.25, kl_samples=4, exclude_gripper=False,
+                       anchor_weight=0.7)
     apo = OBJECTIVES.get("apo").from_config(cfg)
     assert (apo.beta, apo.beta_d, apo.beta_u, apo.kl_samples, apo.exclude_gripper, apo.adaptive) == (0.2, 3.0, 0.25, 4, False, True)
+    assert apo.anchor_weight == 0.7 and RefineConfig().anchor_weight == 0.0
     kto = OBJECTIVES.get("kto").from_config(cfg)
     assert isinstance(kto, KTO) and not kto.adaptive and kto.beta == 0.2 and kto.kl_samples == 4
+    assert kto.anchor_weight == 0.7
     assert OBJECTIVES.get("dpo").from_config(cfg).beta == 0.2
 
 

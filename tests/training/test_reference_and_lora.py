@@ -266,7 +266,7 @@ def test_refine_config_cached_reference_with_augmentation_raises():
 
 
 @pytest.mark.parametrize("kw", [dict(beta=0.0), dict(beta_d=-1.0), dict(beta_u=0.0), dict(lora_rank=-1),
-                                dict(kl_samples=0), dict(demos_per_task=-1)])
+                                dict(kl_samples=0), dict(demos_per_task=-1), dict(anchor_weight=-0.1)])
 def test_refine_config_bad_values_raise(kw):
     with pytest.raises(ValueError):
         RefineConfig(**kw)

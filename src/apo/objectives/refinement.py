@@ -42,11 +42,13 @@ class APO:
     adaptive: bool = True
     exclude_gripper: bool = True
     kl_samples: int = 16
+    anchor_weight: float = 0.0
+    """Weight of a token cross-entropy term on the batch's expert demonstration steps (0: the paper's loss)."""
 
     @classmethod
     def from_config(cls, cfg) -> "APO":
         return cls(beta=cfg.beta, beta_d=cfg.beta_d, beta_u=cfg.beta_u, kl_samples=cfg.kl_samples,
-                   exclude_gripper=cfg.exclude_gripper)
+                   exclude_gripper=cfg.exclude_gripper, anchor_weight=cfg.anchor_weight)
 
     def __call__(self, policy, batch):
         m, tok = policy.model, policy.tokenizer
@@ -75,6 +77,12 @@ class APO:
         errors = decoded_l1(logits, batch["chunks"], tok)
         weights = adaptive_weights(errors, desirable, self.beta_d, self.beta_u) if self.adaptive else None
         loss = apo_loss(rewards, desirable, z0, self.beta, weights)
+        metrics = {}
+        if self.anchor_weight:
+            # L + alpha * CE(expert steps): keeps the policy on the demonstrations it was trained on
+            anchor = weighted_token_nll(logits, batch["tokens"], (batch["categories"] == EXPERT).float(), mask=valid)
+            loss = loss + self.anchor_weight * anchor
+            metrics["anchor_nll"] = anchor.item()
         r = rewards.detach()
         w = weights if weights is not None else torch.ones_like(r)
         return loss, {
@@ -84,7 +92,7 @@ class APO:
             "weights/desirable": _mean(w[desirable]), "weights/undesirable": _mean(w[~desirable]),
             "token_acc": token_accuracy(logits, batch["tokens"], valid),
             "l1": errors[desirable].nanmean().item() if desirable.any() else float("nan"),
-            "undecodable": torch.isnan(errors).float().mean().item(),
+            "undecodable": torch.isnan(errors).float().mean().item(), **metrics,
         }
 
 
@@ -97,7 +105,8 @@ class KTO(APO):
 
     @classmethod
     def from_config(cls, cfg) -> "KTO":
-        return cls(beta=cfg.beta, kl_samples=cfg.kl_samples, exclude_gripper=cfg.exclude_gripper)
+        return cls(beta=cfg.beta, kl_samples=cfg.kl_samples, exclude_gripper=cfg.exclude_gripper,
+                   anchor_weight=cfg.anchor_weight)
 
 
 @OBJECTIVES.register("dpo")

@@ -42,6 +42,9 @@ class RefineConfig:
     """Leave the gripper tokens out of the undesirable reward (apo, kto)."""
     kl_samples: int = 16
     """Mismatched pairs per batch used for the KL estimate z0."""
+    anchor_weight: float = 0.0
+    """apo, kto: add this times the token cross-entropy of the batch's expert demonstration steps to the
+    loss, an anchor on what the base learned (0: the paper's loss; not part of APO)."""
     lora_rank: int = 32
     """LoRA rank on the transformer's linear layers; 0 fine-tunes every weight."""
     lora_alpha: float = 32.0
@@ -60,6 +63,8 @@ class RefineConfig:
         objective = OBJECTIVES.get(self.objective)  # unknown names fail here, listing the valid ones
         if self.beta <= 0 or self.beta_d <= 0 or self.beta_u <= 0:
             raise ValueError("beta, beta_d and beta_u must be > 0")
+        if self.anchor_weight < 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
         if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
