@@ -236,6 +236,20 @@ def test_refine_full_finetune_online_reference(folders):
 
 
 
+def test_refine_is_reproducible_whatever_the_global_rng_state(folders):
+    """Same settings and seed -> the same refined policy, also when the process drew random numbers
+    before (the LoRA matrices are initialized from the training seed, not from the global state)."""
+    root, base, inter, demos = folders
+    states = []
+    for i, noise in enumerate((123, 456)):
+        torch.manual_seed(noise)
+        torch.rand(7)
+        states.append(refine(base, inter, demos, root / f"repro_{i}", small_cfg(objective="kto", demos_per_task=1))
+                      .model.state_dict())
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("objective", ["hg-dagger", "iwr", "sirius", "bc"])
 def test_refine_bc_baselines_skip_reference_scoring(folders, objective):
     from apo.objectives import OBJECTIVES

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from apo.data import Episode, load_episodes
 from apo.data.balanced import BalancedSampler, BucketShares
 from apo.data.dataset import CATEGORY_NAMES, StepData
@@ -133,6 +135,7 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
     cache_path = Path(reference_cache) if reference_cache is not None else out / "reference_cache.pt"
     reference = _reference(policy, data, cfg, cache_path, main) if objective.uses_reference else None
 
+    torch.manual_seed(cfg.train.seed)  # peft draws the LoRA A matrices from the global generator
     params = add_lora(policy, cfg.lora_rank, cfg.lora_alpha) if cfg.lora_rank else None
     sampler = BalancedSampler(data.categories, cfg.train.batch_size, cfg.shares, seed=cfg.train.seed)
     train(policy, data, objective, cfg.train, out, sampler=sampler, params=params,
