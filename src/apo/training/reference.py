@@ -69,14 +69,21 @@ class CachedReference:
         return hashlib.sha1(self.tokens.numpy().tobytes()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
-        torch.save({"partners": self.partners, "tokens": self.tokens, "fields": self.fields}, path)
+        """Written to a temporary file and renamed, so a kill mid-write never leaves a partial cache."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"partners": self.partners, "tokens": self.tokens, "fields": self.fields}, tmp)
+        tmp.replace(path)
 
     @classmethod
     def load_if_matching(cls, path: str | Path, data: StepData) -> "CachedReference | None":
         path = Path(path)
         if not path.exists():
             return None
-        d = torch.load(path, map_location="cpu")
+        try:
+            d = torch.load(path, map_location="cpu")
+        except Exception:  # unreadable (e.g. cut short by a kill before atomic writes): score it again
+            return None
         if d["tokens"].shape != data.tokens.shape or not torch.equal(d["tokens"], data.tokens):
             return None  # a different dataset: recompute
         return cls(d["partners"], d["tokens"], d["fields"])
