@@ -17,7 +17,7 @@ from apo.objectives.preference import adaptive_weights
 from apo.objectives.metrics import decoded_l1
 from apo.objectives.refinement import APO, DPO, HGDAgger, IWR, KTO, Sirius, WeightedBC
 from apo.training.reference import OnlineReference
-from unit_policies import fast_tokenizer, random_episode, unit_policy
+from unit_policies import INSTRUCTION, fast_tokenizer, random_episode, unit_policy
 
 
 
@@ -377,6 +377,27 @@ def test_fast_undecodable_greedy_sequences_get_weight_one(fast_setup):
     loss, m = APO(beta=0.5, kl_samples=16)(policy, batch)
     assert m["undecodable"] == 1.0 and m["weights/desirable"] == m["weights/undesirable"] == 1.0
     assert loss.item() == pytest.approx(KTO(beta=0.5, kl_samples=16)(policy, batch)[0].item(), abs=1e-7)
+
+
+@pytest.mark.parametrize("setup", ["bins", "fast"])
+def test_greedy_weight_decode_compares_the_executed_chunk(setup, policy, init_batch, fast_setup):
+    pol, batch = (policy, init_batch) if setup == "bins" else fast_setup
+    if setup == "fast":  # at init (reference == policy) the loss is -mean(lambda) / 2, as for bins
+        batch = filled({k: v for k, v in batch.items() if not k.startswith("ref_")}, copy.deepcopy(pol),
+                       StepData.from_episodes(fast_episodes(), pol.tokenizer))
+    # the chunks the policy executes for these observations, through its public acting path
+    n = len(batch["index"])
+    executed = torch.from_numpy(pol.act_batch(batch["image"].numpy(), batch["proprio"].numpy(), [INSTRUCTION] * n))
+    errors = (executed - batch["chunks"]).abs().flatten(1).mean(1)
+    des = batch["categories"] != UNDESIRABLE
+    lam = adaptive_weights(errors, des, 2.0, 0.5)
+    loss, m = APO(beta=0.1, beta_d=2.0, beta_u=0.5, weight_decode="greedy")(pol, batch)
+    assert m["undecodable"] == 0.0  # constrained decoding: every sample gets its adaptive weight
+    assert loss.item() == pytest.approx(-0.5 * lam.mean().item(), abs=1e-6)
+    assert m["weights/desirable"] == pytest.approx(lam[des].mean().item(), abs=1e-6)
+    # the teacher-forced decode gives other weights (for FAST: none, every sequence is malformed)
+    _, tf = APO(beta=0.1, beta_d=2.0, beta_u=0.5)(pol, batch)
+    assert tf["weights/desirable"] != pytest.approx(m["weights/desirable"], abs=1e-4)
 
 
 def test_fast_bc_counts_only_real_tokens(fast_setup):

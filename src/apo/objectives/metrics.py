@@ -16,8 +16,29 @@ def token_accuracy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tens
 
 
 @torch.no_grad()
-def decoded_l1(logits: torch.Tensor, chunks: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Per-sample mean L1 (B,) between the greedy teacher-forced decode and the label chunks
+def tokens_l1(tokens: torch.Tensor, chunks: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Per-sample mean L1 (B,) between the action chunks decoded from ``tokens`` and the label chunks
     (NaN for a sequence the tokenizer cannot decode)."""
-    pred = torch.from_numpy(tokenizer.decode(logits.argmax(-1).cpu().numpy()))
+    pred = torch.from_numpy(tokenizer.decode(tokens.cpu().numpy()))
     return (pred - chunks.cpu()).abs().flatten(1).mean(1)
+
+
+@torch.no_grad()
+def decoded_l1(logits: torch.Tensor, chunks: torch.Tensor, tokenizer) -> torch.Tensor:
+    """``tokens_l1`` of the greedy teacher-forced decode (the argmax at every position, given the label's
+    earlier tokens)."""
+    return tokens_l1(logits.argmax(-1), chunks, tokenizer)
+
+
+@torch.no_grad()
+def generated_l1(model, batch: dict[str, torch.Tensor], tokenizer) -> torch.Tensor:
+    """``tokens_l1`` of the policy's own constrained greedy decode: the chunk it would execute (always
+    decodable). Costs one generation of the batch."""
+    was_training = model.training
+    model.eval()
+    try:
+        tokens, _ = model.generate(batch["image"], batch["lang"], batch["proprio"],
+                                   allowed=tokenizer.next_token_mask, pad_id=tokenizer.pad_id)
+    finally:
+        model.train(was_training)
+    return tokens_l1(tokens, batch["chunks"], tokenizer)

@@ -16,7 +16,7 @@ from apo.data.sampler import shard_positions
 from apo.objectives.base import OBJECTIVES
 from apo.objectives.collectives import all_reduce_sum, world
 from apo.objectives.bc import weighted_token_nll
-from apo.objectives.metrics import decoded_l1, token_accuracy
+from apo.objectives.metrics import decoded_l1, generated_l1, token_accuracy
 from apo.objectives.preference import (
     adaptive_weights, apo_loss, dpo_loss, kl_estimate, sequence_reward,
 )
@@ -44,11 +44,14 @@ class APO:
     kl_samples: int = 16
     anchor_weight: float = 0.0
     """Weight of a token cross-entropy term on the batch's expert demonstration steps (0: the paper's loss)."""
+    weight_decode: str = "teacher-forced"
+    """Policy action behind the adaptive weights: teacher-forced argmax (the paper's code) or greedy (generated)."""
 
     @classmethod
     def from_config(cls, cfg) -> "APO":
         return cls(beta=cfg.beta, beta_d=cfg.beta_d, beta_u=cfg.beta_u, kl_samples=cfg.kl_samples,
-                   exclude_gripper=cfg.exclude_gripper, anchor_weight=cfg.anchor_weight)
+                   exclude_gripper=cfg.exclude_gripper, anchor_weight=cfg.anchor_weight,
+                   weight_decode=cfg.weight_decode)
 
     def __call__(self, policy, batch):
         m, tok = policy.model, policy.tokenizer
@@ -74,7 +77,10 @@ class APO:
         with torch.no_grad():
             kl_logps = _token_logps(m.forward_from_prefix(prefix[sub], kl_tokens), kl_tokens)
         z0 = kl_estimate(kl_logps, batch["ref_kl_logp"][sub], mask=tok.token_mask(kl_tokens))
-        errors = decoded_l1(logits, batch["chunks"], tok)
+        if self.weight_decode == "greedy" and self.adaptive:
+            errors = generated_l1(m, batch, tok)
+        else:
+            errors = decoded_l1(logits, batch["chunks"], tok)
         weights = adaptive_weights(errors, desirable, self.beta_d, self.beta_u) if self.adaptive else None
         loss = apo_loss(rewards, desirable, z0, self.beta, weights)
         metrics = {}

@@ -47,6 +47,11 @@ class RefineConfig:
     anchor_weight: float = 0.0
     """apo, kto: add this times the token cross-entropy of the batch's expert demonstration steps to the
     loss, an anchor on what the base learned (0: the paper's loss; not part of APO)."""
+    weight_decode: Literal["teacher-forced", "greedy"] = "teacher-forced"
+    """apo: the policy's action its adaptive weights compare with the label. teacher-forced: the argmax
+    of every token given the label's earlier tokens (one pass, as the paper's code; a FAST sequence
+    decoded so is often not well-formed and its sample then gets weight 1). greedy: the chunk the policy
+    would execute, generated with constrained decoding (always decodable; one generation per step)."""
     lora_rank: int = 32
     """LoRA rank on the transformer's linear layers; 0 fine-tunes every weight."""
     lora_alpha: float = 32.0
