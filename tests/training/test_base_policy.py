@@ -15,7 +15,7 @@ TINY = VLAConfig(d_model=32, n_layers=1, n_heads=2)
 
 
 def test_build_policy_uses_stats_and_recipe(tiny_dataset, tiny_stats):
-    policy = build_policy(tiny_dataset, BaseRecipe(horizon=3, n_bins=32, model=TINY), image_size=64)
+    policy = build_policy(tiny_dataset, BaseRecipe(horizon=3, n_bins=32, tokenizer="bin", model=TINY), image_size=64)
     tok = policy.tokenizer
     assert (tok.horizon, tok.n_bins, tok.kind) == (3, 32, "bin")
     np.testing.assert_allclose(tok.q01, tiny_stats.action_q01)
@@ -31,7 +31,7 @@ def test_recipe_validation():
 
 @pytest.mark.slow
 def test_train_base_policy_saves_a_loadable_policy(tmp_path, tiny_dataset, tiny_episodes):
-    recipe = BaseRecipe(horizon=2, n_bins=32, model=TINY,
+    recipe = BaseRecipe(horizon=2, n_bins=32, tokenizer="bin", model=TINY,
                         train=TrainConfig(steps=3, batch_size=4, log_every=1, threads=1))
     policy = train_base_policy(tiny_dataset, tmp_path, recipe)
     loaded = VLAPolicy.load(tmp_path / "policy")
@@ -71,7 +71,7 @@ def test_fit_tokenizer_and_tokenizer_file(tmp_path, tiny_dataset):
     policy = build_policy(tiny_dataset, BaseRecipe(horizon=2, tokenizer="fast", tokenizer_file=path, model=TINY), 64)
     assert policy.tokenizer.to_dict() == tok.to_dict()
     with pytest.raises(ValueError, match="--recipe.tokenizer fast"):
-        build_policy(tiny_dataset, BaseRecipe(horizon=2, tokenizer_file=path, model=TINY), 64)
+        build_policy(tiny_dataset, BaseRecipe(horizon=2, tokenizer="bin", tokenizer_file=path, model=TINY), 64)
     with pytest.raises(ValueError, match="--recipe.horizon 2"):
         build_policy(tiny_dataset, BaseRecipe(horizon=4, tokenizer="fast", tokenizer_file=path, model=TINY), 64)
 

@@ -27,7 +27,7 @@ def build_tiny_policy(tmp_path, task: str = CONSOLE_TASK, horizon: int = 2, seed
     DatasetStats(action_q01=[-1.0] * 4, action_q99=[1.0] * 4, proprio_mean=[0.0, 0.6, 0.15, 0.5],
                  proprio_std=[0.1, 0.1, 0.1, 0.5], num_steps=1).save(tmp_path)
     torch.manual_seed(seed)
-    recipe = BaseRecipe(horizon=horizon, n_bins=32, model=VLAConfig(d_model=32, n_layers=1, n_heads=2))
+    recipe = BaseRecipe(horizon=horizon, n_bins=32, tokenizer="bin", model=VLAConfig(d_model=32, n_layers=1, n_heads=2))
     policy = build_policy(tmp_path, recipe, image_size=64)
     instruction = get_task(task).instruction
     policy._instructions[instruction] = fake_instruction_embedding(instruction)
