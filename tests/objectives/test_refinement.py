@@ -400,6 +400,16 @@ def test_greedy_weight_decode_compares_the_executed_chunk(setup, policy, init_ba
     assert tf["weights/desirable"] != pytest.approx(m["weights/desirable"], abs=1e-4)
 
 
+def test_unknown_weight_decode_is_refused():
+    from apo.training.refine import RefineConfig
+
+    with pytest.raises(ValueError, match="teacher-forced"):
+        APO(weight_decode="greeedy")
+    with pytest.raises(ValueError, match="weight_decode"):
+        RefineConfig(weight_decode="sampled")
+    assert OBJECTIVES.get("apo").from_config(RefineConfig(weight_decode="greedy")).weight_decode == "greedy"
+
+
 def test_fast_bc_counts_only_real_tokens(fast_setup):
     policy, batch = fast_setup
     loss, m = BehaviourCloning()(policy, batch)

@@ -22,6 +22,10 @@ from apo.objectives.preference import (
 )
 
 
+WEIGHT_DECODES = ("teacher-forced", "greedy")
+"""How APO decodes the policy's action for its adaptive weights (RefineConfig.weight_decode)."""
+
+
 def _token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None]).squeeze(-1)
 
@@ -46,6 +50,10 @@ class APO:
     """Weight of a token cross-entropy term on the batch's expert demonstration steps (0: the paper's loss)."""
     weight_decode: str = "teacher-forced"
     """Policy action behind the adaptive weights: teacher-forced argmax (the paper's code) or greedy (generated)."""
+
+    def __post_init__(self) -> None:
+        if self.weight_decode not in WEIGHT_DECODES:
+            raise ValueError(f"weight_decode must be one of {WEIGHT_DECODES}, got {self.weight_decode!r}")
 
     @classmethod
     def from_config(cls, cfg) -> "APO":

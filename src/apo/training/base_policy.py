@@ -27,8 +27,8 @@ class BaseRecipe:
     n_bins: int = 256
     """Bins per action dimension (tokenizer=bin)."""
     tokenizer: str = "fast"
-    """Registered action tokenizer: fast (DCT + BPE fitted on the training data; the default, 40% vs 31% for
-    bins on the development suite, docs/base_policy.md) or bin (uniform bins per dimension)."""
+    """Registered action tokenizer: fast (DCT + BPE fitted on the training data; the default: 42.5% vs 31% for
+    bins with the same demos and steps, docs/base_policy.md) or bin (uniform bins per dimension)."""
     fast: FASTConfig = field(default_factory=FASTConfig)
     """FAST tokenizer settings (tokenizer=fast)."""
     tokenizer_file: Path | None = None

@@ -25,6 +25,7 @@ from apo.data.dataset import CATEGORY_NAMES, StepData
 from apo.models import VLAPolicy
 from apo.models.lora import add_lora, merge_lora
 from apo.objectives import OBJECTIVES
+from apo.objectives.refinement import WEIGHT_DECODES
 from apo.training import distributed
 from apo.training.reference import CachedReference, OnlineReference
 from apo.training.trainer import TrainConfig, train
@@ -72,6 +73,8 @@ class RefineConfig:
             raise ValueError("beta, beta_d and beta_u must be > 0")
         if self.anchor_weight < 0:
             raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
+        if self.weight_decode not in WEIGHT_DECODES:
+            raise ValueError(f"weight_decode must be one of {WEIGHT_DECODES}, got {self.weight_decode!r}")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
         if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
