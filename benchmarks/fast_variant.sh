@@ -8,7 +8,7 @@
 set -euo pipefail
 demos="$1"; root="${2:-runs/fast}"; threads="${3:-2}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS="$threads"
-apo train --data "$demos" --out "$root/train" --recipe.tokenizer fast --recipe.train.threads "$threads"
+apo train --data "$demos" --out "$root/train" --recipe.tokenizer fast --recipe.train.steps 10000 --recipe.train.threads "$threads"
 apo benchmark --out "$root/bench" --benchmark.base-policy "$root/train/policy" --benchmark.demos "$demos" \
   --benchmark.objectives apo --benchmark.train-seeds 0 --benchmark.refine.demos-per-task 200 \
   --benchmark.refine.train.threads "$threads"

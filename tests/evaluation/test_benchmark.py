@@ -103,6 +103,9 @@ def test_rerun_continues_without_redoing_any_stage(finished_run, monkeypatch):
     monkeypatch.setattr(protocol, "evaluate", must_not_run)
     monkeypatch.setattr("apo.deployment.collect.run_episode", must_not_run)
     assert run_benchmark(out, cfg) == tables
+    # with a given base policy the base recipe trains nothing, so changing it does not block continuing
+    other_recipe = dataclasses.replace(cfg.recipe, tokenizer="bin" if cfg.recipe.tokenizer == "fast" else "fast")
+    assert run_benchmark(out, dataclasses.replace(cfg, recipe=other_recipe)) == tables
     # more training seeds or another objective only add stages; other settings are refused
     with pytest.raises(RunConfigMismatchError, match="perturbation"):
         run_benchmark(out, dataclasses.replace(cfg, perturbation="lighting"))

@@ -117,7 +117,10 @@ def run_benchmark(out: str | os.PathLike, cfg: BenchmarkConfig = BenchmarkConfig
     if cfg.demos is not None and not Path(cfg.demos).is_dir():
         raise DatasetError(f"demonstration folder {cfg.demos} does not exist; collect it first "
                            f"(apo collect-demos --out {cfg.demos}) or leave --benchmark.demos out")
-    check_and_save_config(out, asdict(cfg), RESUMABLE_CHANGES)
+    record = asdict(cfg)
+    if cfg.base_policy is not None:
+        del record["recipe"]  # nothing is trained from it: a change of its defaults must not block continuing
+    check_and_save_config(out, record, RESUMABLE_CHANGES)
     log = RunLog(out / "log.txt", console)
     settings = evaluation_settings(cfg.tasks, cfg.perturbation)
     deploy_tasks = next(iter(settings.values()))
