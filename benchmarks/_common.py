@@ -111,10 +111,12 @@ def synthetic_stats() -> DatasetStats:
 
 
 def build_base_policy(horizon: int, image_size: int = MODEL_IMAGE_SIZE) -> VLAPolicy:
-    """The default base policy (untrained), built by ``build_policy`` from synthetic stats."""
+    """The base policy (untrained) with the bin tokenizer, built by ``build_policy`` from synthetic stats.
+    Bins give every chunk the same token count, so timings do not depend on a fitted FAST vocabulary (and
+    FAST would need demonstrations to fit on); the figures in docs/benchmarks.md are for bins."""
     with tempfile.TemporaryDirectory() as data_dir:
         synthetic_stats().save(data_dir)
-        return build_policy(data_dir, BaseRecipe(horizon=horizon), image_size)
+        return build_policy(data_dir, BaseRecipe(horizon=horizon, tokenizer="bin"), image_size)
 
 
 # ----- report -----

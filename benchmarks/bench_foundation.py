@@ -6,7 +6,7 @@ Measures, with ``torch.set_num_threads(2)``:
    expert's ``act`` + ``env.step``) for every dev-suite task at 64 and 96 px, resetting on
    termination/truncation (resets are not timed);
 2. rendering fps alone (``env.render()``);
-3. train samples/s of the default base model (bin tokenizer, horizon 4, 256 bins, default
+3. train samples/s of the base model with the bin tokenizer ( horizon 4, 256 bins, default
    VLAConfig, 64 px) at batch 64: BC loss forward + backward + grad clip + AdamW step on random
    data, and the cost of the ``random_shift`` augmentation per batch;
 4. ``TinyVLA.generate`` latency with and without the KV cache, batch 1 and 10, horizon 1
@@ -180,7 +180,7 @@ def render_report(results: dict[str, object], console: Console) -> None:
     ))
     tr = results["train"]
     console.print(table(
-        f"Training (default base model, {tr['num_params'] / 1e6:.2f} M params, {tr['image_size']} px)",
+        f"Training (base model, bins, {tr['num_params'] / 1e6:.2f} M params, {tr['image_size']} px)",
         ["batch", "step ms mean", "step ms p90", "samples/s", f"random_shift({tr['shift_pad']}) ms", "samples/s incl. aug"],
         [[str(tr["batch_size"]), f"{tr['step']['mean_ms']:.1f}", f"{tr['step']['p90_ms']:.1f}",
           f"{tr['samples_per_s']:.0f}", f"{tr['augment']['mean_ms']:.2f}", f"{tr['samples_per_s_with_augment']:.0f}"]],
