@@ -6,7 +6,7 @@ Measures, with ``torch.set_num_threads(2)``:
    expert's ``act`` + ``env.step``) for every dev-suite task at 64 and 96 px, resetting on
    termination/truncation (resets are not timed);
 2. rendering fps alone (``env.render()``);
-3. train samples/s of the base model with the bin tokenizer ( horizon 4, 256 bins, default
+3. train samples/s of the base model with the bin tokenizer (horizon 4, 256 bins, default
    VLAConfig, 64 px) at batch 64: BC loss forward + backward + grad clip + AdamW step on random
    data, and the cost of the ``random_shift`` augmentation per batch;
 4. ``TinyVLA.generate`` latency with and without the KV cache, batch 1 and 10, horizon 1
