@@ -8,6 +8,7 @@
 # e.g. bash benchmarks/parallel_benchmark.sh runs/bench_fast15k --benchmark.base-policy runs/fast15k/train/policy \
 #        --benchmark.demos runs/exp/demos_n02 --benchmark.train-seeds 0 --benchmark.refine.demos-per-task 200
 set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: bash benchmarks/parallel_benchmark.sh OUT [apo benchmark options...]" >&2; exit 2; }
 out="$1"; shift
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 mkdir -p "$out"
