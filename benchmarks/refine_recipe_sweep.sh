@@ -3,11 +3,16 @@
 # (docs/results.md, "Finding a refinement recipe"). Each variant refines the base policy on the
 # interaction episodes of a finished benchmark run and is evaluated on the whole development suite
 # (50 episodes per task, the fixed eval seeds). Two variants run side by side with one thread each.
-#   bash benchmarks/refine_recipe_sweep.sh BENCH_RUN BASE_POLICY DEMOS [OUT_ROOT]
+#   bash benchmarks/refine_recipe_sweep.sh BENCH_RUN BASE_POLICY DEMOS [OUT_ROOT [VARIANTS_FILE]]
 # e.g. bash benchmarks/refine_recipe_sweep.sh runs/bench runs/demo/train/policy runs/demo/demos
+# VARIANTS_FILE replaces the built-in list below: one "name:apo refine options" per line (# comments),
+# e.g. benchmarks/variants/apo_fast15k.txt. JOBS=1 runs one variant at a time (default 2, side by side).
+# The benchmark's cached reference log-probs (BENCH_RUN/refine/reference_s0.pt) are reused when they
+# match the variant's data (`apo refine` checks the tokens and scores them again otherwise).
 # Ends with `apo compare`: the base and every variant, per task with Wilson intervals (OUT_ROOT/compare.md).
 set -euo pipefail
-bench="$1"; base="$2"; demos="$3"; root="${4:-runs/refine_sweep}"
+[ $# -ge 3 ] || { echo "usage: bash benchmarks/refine_recipe_sweep.sh BENCH_RUN BASE_POLICY DEMOS [OUT_ROOT [VARIANTS_FILE]]" >&2; exit 2; }
+bench="$1"; base="$2"; demos="$3"; root="${4:-runs/refine_sweep}"; variants_file="${5:-}"; jobs="${JOBS:-2}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 mkdir -p "$root"
 variants=(
@@ -24,18 +29,26 @@ variants=(
   "apo_anchor1:--refine.objective apo --refine.demos-per-task 200 --refine.anchor-weight 1.0"
   "kto_anchor1:--refine.objective kto --refine.demos-per-task 200 --refine.anchor-weight 1.0"
 )
+if [ -n "$variants_file" ]; then
+  mapfile -t variants < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$variants_file")
+fi
 
 run_variant() {
   local name="$1" args="$2"
+  mkdir -p "$root/$name"
+  if [ -f "$bench/refine/reference_s0.pt" ] && [ ! -f "$root/$name/reference_cache.pt" ]; then
+    cp "$bench/refine/reference_s0.pt" "$root/$name/reference_cache.pt"
+  fi
   # shellcheck disable=SC2086  # $args holds several words on purpose
   apo refine --policy "$base" --interactions "$bench/interactions" --demos "$demos" --out "$root/$name" \
     --refine.train.threads 1 $args > "$root/$name.log" 2>&1
-  apo eval --policy "$root/$name/policy" --out "$root/eval_$name" >> "$root/$name.log" 2>&1
+  [ -f "$root/eval_$name/eval.json" ] ||   # a finished variant is not evaluated again
+    apo eval --policy "$root/$name/policy" --out "$root/eval_$name" >> "$root/$name.log" 2>&1
 }
 
 pairs=("base=$bench/eval/base.json")
-for ((i = 0; i < ${#variants[@]}; i += 2)); do
-  for v in "${variants[@]:i:2}"; do
+for ((i = 0; i < ${#variants[@]}; i += jobs)); do
+  for v in "${variants[@]:i:jobs}"; do
     run_variant "${v%%:*}" "${v#*:}" &
   done
   wait

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from apo.data.episode import LABEL_HUMAN as H, LABEL_POLICY as P, LABEL_UNDESIRABLE as U
-from apo.deployment.labels import relabel_pre_takeover, takeover_steps
+from apo.deployment.labels import relabel_pre_takeover, relabel_with_k, takeover_steps
 
 
 def L(*xs) -> np.ndarray:
@@ -122,6 +122,21 @@ def test_labels_already_containing_zeros():
     np.testing.assert_array_equal(relabel_pre_takeover(labels, k=3), L(P, P, U, U, U, H, P))
     once = relabel_pre_takeover(L(P, P, P, P, H), k=2)
     np.testing.assert_array_equal(relabel_pre_takeover(once, k=2), once)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5])
+def test_relabel_with_k_is_as_if_collected_with_k(k):
+    # recorded with K=3; relabeling with another K gives what collecting with that K would have
+    raw = L(P, P, P, P, P, H, H, P, P, H, P, P)
+    recorded = relabel_pre_takeover(raw, k=3)
+    np.testing.assert_array_equal(relabel_with_k(recorded, k), relabel_pre_takeover(raw, k))
+
+
+def test_relabel_with_k_shrinks_the_window():
+    # plain relabel_pre_takeover can only grow a window; relabel_with_k also shrinks it
+    recorded = L(P, U, U, U, H, P)
+    np.testing.assert_array_equal(relabel_with_k(recorded, 1), L(P, P, P, U, H, P))
+    np.testing.assert_array_equal(relabel_pre_takeover(recorded, 1), recorded)
 
 
 @pytest.mark.parametrize("bad", [L(P, 3, H), np.array([1, -1, 2]), np.array([0.0, 1.5, 2.0])])

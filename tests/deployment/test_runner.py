@@ -139,7 +139,24 @@ def test_takeover_labels_actions_and_proposals(env, policy, monkeypatch):
     assert ep.source == "interaction" and ep.seed == 5 and ep.task == TASK
     assert ep.dones.tolist() == [False] * (MAX_STEPS - 1) + [True]
     assert ep.extras["takeovers"] == "1" and ep.extras["k_undesirable"] == "5" and ep.extras["source"] == "script"
+    assert ep.extras["triggers"] == ""  # this source reports no triggers
     ep.validate()
+
+
+def test_the_sources_triggers_are_recorded_with_the_episode(env, policy):
+    class Reporting(ScriptSource):
+        def decide(self, ctx):
+            if ctx.t in (3, 9):
+                self.triggers.append((ctx.t, "divergence" if ctx.t == 3 else "no_progress"))
+            return super().decide(ctx)
+
+        def reset(self, seed):
+            super().reset(seed)
+            self.triggers = []
+
+    src = Reporting(takeover_at(range(4, 6)))
+    ep, _ = run_episode(env, policy, src, seed=1, cfg=DeployConfig(execute_steps=1))
+    assert ep.extras["triggers"] == "3:divergence 9:no_progress"
 
 
 def test_execute_steps_one_replans_every_step(env, policy, monkeypatch):

@@ -223,6 +223,27 @@ def test_refine_end_to_end_writes_a_loadable_policy(folders):
     assert len((out / "metrics.jsonl").read_text().strip().splitlines()) == 4
 
 
+@pytest.mark.parametrize("k, counts", [
+    (None, {"undesirable": 4, "autonomous": 7}),  # as recorded (K=2)
+    (1, {"undesirable": 3, "autonomous": 8}),
+    (3, {"undesirable": 7, "autonomous": 4}),
+])
+def test_refine_relabels_interactions_with_another_k(folders, k, counts):
+    root, base, inter, _ = folders
+    out = root / f"out_k{k}"
+    cfg = small_cfg(objective="hg-dagger", demos_per_task=0, k_undesirable=k,
+                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
+    refine(base, inter, None, out, cfg)
+    meta = json.loads((out / "refine_config.json").read_text())
+    assert meta["steps_per_category"] == {**counts, "correction": 5, "expert": 0}
+    assert meta["config"]["k_undesirable"] == k
+
+
+def test_refine_config_rejects_negative_k():
+    with pytest.raises(ValueError, match="k_undesirable"):
+        RefineConfig(k_undesirable=-1)
+
+
 def test_refine_full_finetune_online_reference(folders):
     from apo.models import VLAPolicy
 

@@ -10,6 +10,9 @@ Rules (one episode at a time; never reaches into another episode or a demonstrat
 * a takeover at step t < K relabels only the t steps that exist;
 * windows of takeovers close together simply overlap (their union is relabeled);
 * a human who is in control from the first step is not a takeover (nothing to relabel).
+
+``relabel_with_k`` changes the K of recorded labels afterwards (e.g. ``apo refine --refine.k-undesirable``):
+the undesirable steps were policy steps, so they are reset to 1 and the window is drawn again.
 """
 
 from __future__ import annotations
@@ -43,3 +46,9 @@ def relabel_pre_takeover(labels: np.ndarray, k: int = 10) -> np.ndarray:
             out[s] = LABEL_UNDESIRABLE
             s -= 1
     return out
+
+
+def relabel_with_k(labels: np.ndarray, k: int) -> np.ndarray:
+    """Recorded labels (0/1/2) of one episode relabeled with another window K, as if collected with it."""
+    labels = np.asarray(labels)
+    return relabel_pre_takeover(np.where(labels == LABEL_UNDESIRABLE, LABEL_POLICY, labels), k)

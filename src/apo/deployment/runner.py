@@ -119,6 +119,8 @@ def run_episode(env, policy, source: InterventionSource, seed: int, cfg: DeployC
         labels=relabel_pre_takeover(raw, cfg.k_undesirable), success=bool(success), seed=seed,
         source="interaction", policy_actions=np.stack(proposals),
         extras={"source": source.name, "takeovers": str(summary.takeovers), "mark": str(mark),
-                "aborted": str(aborted), "k_undesirable": str(cfg.k_undesirable)},
+                "aborted": str(aborted), "k_undesirable": str(cfg.k_undesirable),
+                # what made the person take over, "step:trigger" (sources that report triggers)
+                "triggers": " ".join(f"{t}:{name}" for t, name in getattr(source, "triggers", []))},
     )
     return episode, summary

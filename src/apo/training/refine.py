@@ -22,6 +22,7 @@ import torch
 from apo.data import Episode, load_episodes
 from apo.data.balanced import BalancedSampler, BucketShares
 from apo.data.dataset import CATEGORY_NAMES, StepData
+from apo.deployment.labels import relabel_with_k
 from apo.models import VLAPolicy
 from apo.models.lora import add_lora, merge_lora
 from apo.objectives import OBJECTIVES
@@ -61,6 +62,9 @@ class RefineConfig:
     """Reference log-probs scored once per dataset (cached) or by a frozen model every step (online)."""
     demos_per_task: int = 20
     """Expert demonstrations per task mixed into refinement (the paper: 20)."""
+    k_undesirable: int | None = None
+    """Relabel the interaction episodes with this many undesirable policy steps before each takeover
+    (None: the K they were collected with, recorded in each episode)."""
     shares: BucketShares = field(default_factory=BucketShares)
     """Batch composition."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -75,6 +79,8 @@ class RefineConfig:
             raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
         if self.weight_decode not in WEIGHT_DECODES:
             raise ValueError(f"weight_decode must be one of {WEIGHT_DECODES}, got {self.weight_decode!r}")
+        if self.k_undesirable is not None and self.k_undesirable < 0:
+            raise ValueError(f"k_undesirable must be >= 0 (or None: as collected), got {self.k_undesirable}")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
         if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
@@ -132,6 +138,10 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
     policy = VLAPolicy.load(base_policy)
     inter_dirs = interactions if isinstance(interactions, list) else [interactions]
     episodes = load_episodes(*inter_dirs)
+    if cfg.k_undesirable is not None:  # per episode: a window never reaches into another one
+        for ep in episodes:
+            ep.labels = relabel_with_k(ep.labels, cfg.k_undesirable)
+            ep.extras["k_undesirable"] = str(cfg.k_undesirable)
     if demos is not None and cfg.demos_per_task:
         episodes += select_demos(load_episodes(demos), cfg.demos_per_task)
     data = StepData.from_episodes(episodes, policy.tokenizer)
