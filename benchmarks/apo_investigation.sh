@@ -9,7 +9,7 @@ set -euo pipefail
 bench="$1"; base="$2"; demos="$3"; root="${4:-runs/apo_investigation}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1
 variants=(
-  "lr2e-5:--refine.train.lr 2e-5"
+  "lr2e-5:--refine.train.lr 2e-5 --refine.beta 0.1"     # beta 0.1 was the default then
   "beta1:--refine.beta 1.0"
 )
 for v in "${variants[@]}"; do

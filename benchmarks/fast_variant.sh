@@ -11,7 +11,7 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS="$threads"
 apo train --data "$demos" --out "$root/train" --recipe.tokenizer fast --recipe.train.steps 10000 --recipe.train.threads "$threads"
 apo benchmark --out "$root/bench" --benchmark.base-policy "$root/train/policy" --benchmark.demos "$demos" \
   --benchmark.objectives apo --benchmark.train-seeds 0 --benchmark.refine.demos-per-task 200 \
-  --benchmark.refine.train.threads "$threads"
+  --benchmark.refine.train.threads "$threads" --benchmark.refine.beta 0.1   # beta 0.1: the default then
 # the anchored APO and the BC-only control of the recipe sweep, on the FAST base and its interactions
 run() {
   local name="$1"; shift
@@ -19,7 +19,7 @@ run() {
     --out "$root/$name" --refine.train.threads "$threads" --refine.demos-per-task 200 "$@"
   apo eval --policy "$root/$name/policy" --out "$root/eval_$name"
 }
-run apo_anchor1 --refine.objective apo --refine.anchor-weight 1.0
+run apo_anchor1 --refine.objective apo --refine.anchor-weight 1.0 --refine.beta 0.1
 run bc_demos --refine.objective hg-dagger \
   --refine.shares.desirable 1 --refine.shares.correction 0 --refine.shares.undesirable 0
 apo compare fast_base="$root/bench/eval/base.json" fast_apo="$root/bench/eval/apo_s0.json" \

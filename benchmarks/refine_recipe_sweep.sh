@@ -15,19 +15,20 @@ set -euo pipefail
 bench="$1"; base="$2"; demos="$3"; root="${4:-runs/refine_sweep}"; variants_file="${5:-}"; jobs="${JOBS:-2}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 mkdir -p "$root"
+# (measured with beta 0.1, the default then: the preference variants pin it)
 variants=(
   "hgd_d200:--refine.objective hg-dagger --refine.demos-per-task 200"
-  "apo_d200:--refine.objective apo --refine.demos-per-task 200"
+  "apo_d200:--refine.objective apo --refine.demos-per-task 200 --refine.beta 0.1"
   "hgd_d200_lr3e-5:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.lr 3e-5"
-  "apo_d200_lr3e-5:--refine.objective apo --refine.demos-per-task 200 --refine.train.lr 3e-5"
+  "apo_d200_lr3e-5:--refine.objective apo --refine.demos-per-task 200 --refine.train.lr 3e-5 --refine.beta 0.1"
   # controls: behaviour cloning on the base's own demonstrations only (no interaction data), and
   # HG-DAgger with the base's image augmentation
   "bc_demos_lr3e-5:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.lr 3e-5 --refine.shares.desirable 1 --refine.shares.correction 0 --refine.shares.undesirable 0"
   "hgd_d200_aug:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.train.shift-pad 4"
   # the same control at the refinement lr, and APO / KTO with a behaviour-cloning anchor on the demos
   "bc_demos:--refine.objective hg-dagger --refine.demos-per-task 200 --refine.shares.desirable 1 --refine.shares.correction 0 --refine.shares.undesirable 0"
-  "apo_anchor1:--refine.objective apo --refine.demos-per-task 200 --refine.anchor-weight 1.0"
-  "kto_anchor1:--refine.objective kto --refine.demos-per-task 200 --refine.anchor-weight 1.0"
+  "apo_anchor1:--refine.objective apo --refine.demos-per-task 200 --refine.anchor-weight 1.0 --refine.beta 0.1"
+  "kto_anchor1:--refine.objective kto --refine.demos-per-task 200 --refine.anchor-weight 1.0 --refine.beta 0.1"
 )
 if [ -n "$variants_file" ]; then
   mapfile -t variants < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$variants_file")

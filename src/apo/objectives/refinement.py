@@ -40,7 +40,7 @@ class APO:
     """Action Preference Optimization: prospect-theoretic utility with adaptive weights."""
 
     uses_reference = True
-    beta: float = 0.1
+    beta: float = 0.5  # apo refine's default (RefineConfig.beta)
     beta_d: float = 1.0
     beta_u: float = 1.0
     adaptive: bool = True
@@ -129,7 +129,7 @@ class DPO:
     """DPO pairs: the person's correction (chosen) vs the policy's own proposal at the same step (rejected)."""
 
     uses_reference = True
-    beta: float = 0.1
+    beta: float = 0.5  # apo refine's default (RefineConfig.beta)
 
     @classmethod
     def from_config(cls, cfg) -> "DPO":
