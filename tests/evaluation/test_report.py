@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from apo.evaluation.report import markdown_table, method_table, wilson, write_settings_report
+from apo.evaluation.report import (markdown_table, method_table, paired_note, paired_sign_test, wilson,
+                                   write_settings_report)
 
 
 def results(**rates: list[bool]) -> dict:
@@ -61,6 +62,43 @@ def test_settings_report_writes_a_section_table_and_chart_per_setting(tmp_path):
     assert (tmp_path / "success.png").stat().st_size > 0 and (tmp_path / "success_original.png").stat().st_size > 0
     with pytest.raises(ValueError):
         write_settings_report({}, tmp_path, "T")
+
+
+# ----- paired sign test against the base -----
+
+def seeded(seeds, **rates: list[bool]) -> dict:
+    return {t: {"success_rate": float(np.mean(s)), "successes": s, "seeds": list(seeds)} for t, s in rates.items()}
+
+
+def test_paired_sign_test_on_hand_worked_episodes():
+    base = seeded([1, 2, 3, 4, 5, 6], a=[True, False, False, True, False, False])
+    # the same episodes listed in another order: pairs are matched by env seed, not by position
+    method = seeded([6, 5, 4, 3, 2, 1], a=[True, True, False, True, True, True])
+    # seed 1: both succeed; 2, 3, 5, 6: won (4); 4: lost (1)
+    got = paired_sign_test(method, base, ["a"])
+    assert (got["won"], got["lost"]) == (4, 1)
+    assert got["p_value"] == pytest.approx(12 / 32)  # 2 * P(X <= 1), X ~ Bin(5, 1/2) = 2 * 6/32
+    all_won = paired_sign_test(seeded([1, 2, 3, 4, 5], a=[True] * 5), seeded([1, 2, 3, 4, 5], a=[False] * 5), ["a"])
+    assert all_won == {"won": 5, "lost": 0, "p_value": pytest.approx(2 / 32)}
+    same = paired_sign_test(base, base, ["a"])
+    assert same == {"won": 0, "lost": 0, "p_value": 1.0}
+
+
+def test_paired_sign_test_refuses_episodes_the_baseline_did_not_run():
+    with pytest.raises(ValueError, match="seed 9"):
+        paired_sign_test(seeded([1, 9], a=[True, True]), seeded([1, 2], a=[False, False]), ["a"])
+
+
+def test_method_table_pairs_every_seed_with_the_base_and_the_note_lists_them():
+    runs = {"base": [seeded([1, 2, 3, 4], a=[True, False, False, False])],
+            "apo": [seeded([1, 2, 3, 4], a=[True, True, True, False]), seeded([1, 2, 3, 4], a=[False, True, False, False])]}
+    table = method_table(runs, ["a"])
+    assert "paired" not in table["base"]["average"]
+    assert [(p["won"], p["lost"]) for p in table["apo"]["average"]["paired"]] == [(2, 0), (1, 1)]
+    note = paired_note(table)
+    assert note.startswith("Paired with base") and "apo +2/-0 (p = 0.5), +1/-1 (p = 1)" in note
+    assert "paired" not in method_table(RUNS, ["a", "b"])["apo"]["average"]  # no env seeds recorded: no pairing
+    assert paired_note(method_table(RUNS, ["a", "b"])) == ""
 
 
 # ----- comparing eval.json files -----

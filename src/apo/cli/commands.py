@@ -135,7 +135,8 @@ class CompareArgs:
 
 def compare(args: Annotated[CompareArgs, tyro.conf.arg(name="")]) -> None:
     """Compare evaluations on the same seeds: method x task success table with Wilson 95% intervals."""
-    from apo.evaluation.report import EvalFileError, TABLE_NOTE, bar_chart, compare_evals, markdown_table
+    from apo.evaluation.report import (EvalFileError, TABLE_NOTE, bar_chart, compare_evals, markdown_table,
+                                       paired_note)
 
     named = {}
     for item in args.runs:
@@ -143,8 +144,10 @@ def compare(args: Annotated[CompareArgs, tyro.conf.arg(name="")]) -> None:
         if not sep or not name or not path:
             raise EvalFileError(f"{item!r} is not NAME=PATH (e.g. apo=runs/eval_apo/eval.json)")
         named[name] = path
-    table, tasks = compare_evals(named)
+    table, tasks = compare_evals(named, baseline=args.baseline)
     md = markdown_table(table, tasks, baseline=args.baseline)
+    if note := paired_note(table, args.baseline):
+        md += f"\n\n{note}"
     print(md)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

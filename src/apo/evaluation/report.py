@@ -18,9 +18,30 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (float(max(0.0, c - h)), float(min(1.0, c + h)))
 
 
-def method_table(runs: dict[str, list[dict]], tasks: list[str]) -> dict:
+def paired_sign_test(results: dict, baseline: dict, tasks: list[str]) -> dict:
+    """Episode by episode against a baseline evaluated on the same env seeds (eval.json ``results``):
+    episodes ``won`` (success where the baseline failed), ``lost``, and the two-sided exact sign-test
+    (McNemar) p-value of won vs lost. Pairing removes the luck of the draw of start states."""
+    from scipy.stats import binomtest
+
+    won = lost = 0
+    for t in tasks:
+        base = dict(zip(baseline[t]["seeds"], baseline[t]["successes"]))
+        for seed, ok in zip(results[t]["seeds"], results[t]["successes"]):
+            if seed not in base:
+                raise ValueError(f"{t}: env seed {seed} was not evaluated for the baseline; evaluate both on the "
+                                 "same seeds (--eval.seed-base, --eval.episodes)")
+            won += bool(ok) and not base[seed]
+            lost += bool(base[seed]) and not ok
+    p = binomtest(won, won + lost).pvalue if won + lost else 1.0
+    return {"won": won, "lost": lost, "p_value": float(p)}
+
+
+def method_table(runs: dict[str, list[dict]], tasks: list[str], baseline: str | None = "base") -> dict:
     """``runs[method]`` is a list (one per training seed) of eval.json ``results`` dicts.
-    Returns per method and task the pooled success rate, its Wilson 95% CI and the per-seed rates."""
+    Returns per method and task the pooled success rate, its Wilson 95% CI and the per-seed rates; with a
+    single-seed ``baseline`` among the runs and env seeds recorded, also the other methods' per-seed
+    ``paired_sign_test`` against it (``average.paired``)."""
     table: dict = {}
     for method, seed_results in runs.items():
         row: dict = {}
@@ -33,7 +54,27 @@ def method_table(runs: dict[str, list[dict]], tasks: list[str]) -> dict:
         row["average"] = {"success_rate": float(np.mean([row[t]["success_rate"] for t in tasks])),
                           "per_seed": per_seed_avg}
         table[method] = row
+    base = runs.get(baseline, [])
+    with_seeds = all("seeds" in r[t] for rs in runs.values() for r in rs for t in tasks)
+    if len(base) == 1 and with_seeds:
+        for method, seed_results in runs.items():
+            if method != baseline:
+                table[method]["average"]["paired"] = [paired_sign_test(r, base[0], tasks) for r in seed_results]
     return table
+
+
+def paired_note(table: dict, baseline: str = "base") -> str:
+    """One markdown line: each method's episodes won / lost against the baseline, per training seed."""
+    parts = []
+    for method, row in table.items():
+        tests = row["average"].get("paired")
+        if tests:
+            per_seed = ", ".join(f"+{p['won']}/-{p['lost']} (p = {p['p_value']:.2g})" for p in tests)
+            parts.append(f"{method} {per_seed}")
+    if not parts:
+        return ""
+    return (f"Paired with {baseline} on the same episodes (won/lost, two-sided exact sign test; one entry per "
+            f"training seed): " + "; ".join(parts) + ".")
 
 
 def markdown_table(table: dict, tasks: list[str], baseline: str | None = "base") -> str:
@@ -74,6 +115,8 @@ def write_settings_report(settings: dict[str, tuple[dict, list[str]]], out: Path
     for i, (name, (table, tasks)) in enumerate(settings.items()):
         about = (descriptions or {}).get(name)
         parts.append(f"## {name}" + (f"\n\n{about}" if about else "") + f"\n\n{markdown_table(table, tasks)}")
+        if note := paired_note(table):
+            parts.append(note)
         chart = out / ("success.png" if i == 0 else f"success_{name}.png")
         bar_chart(table, tasks, chart, f"{title}: {name}" if len(settings) > 1 else title)
     md = "\n\n".join(parts) + "\n"
@@ -134,7 +177,7 @@ def load_eval_results(path: str | Path) -> dict:
     return results
 
 
-def compare_evals(named: dict[str, str | Path]) -> tuple[dict, list[str]]:
+def compare_evals(named: dict[str, str | Path], baseline: str | None = "base") -> tuple[dict, list[str]]:
     """One method x task table (``method_table``) from several evaluations of the same tasks and seeds.
 
     Success rates are only comparable on the same episodes, so every evaluation must cover the same
@@ -152,4 +195,4 @@ def compare_evals(named: dict[str, str | Path]) -> tuple[dict, list[str]]:
             if results[t].get("seeds") != first[t].get("seeds"):
                 raise EvalFileError(f"{name} and {first_name} used different env seeds on {t}: evaluate both with "
                                     "the same --eval.seed-base and --eval.episodes")
-    return method_table({name: [r] for name, r in loaded.items()}, tasks), tasks
+    return method_table({name: [r] for name, r in loaded.items()}, tasks, baseline), tasks
