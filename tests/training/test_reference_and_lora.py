@@ -112,6 +112,10 @@ def test_cached_reference_save_and_load_if_matching(data, ref_policy, tmp_path):
     assert len(other_same_size) == len(data)
     assert CachedReference.load_if_matching(path, other_same_size) is None
     assert CachedReference.load_if_matching(path, StepData.from_episodes(interaction_episodes(), tok)) is None
+    # the same steps but another training seed's KL partners: recompute
+    assert CachedReference.load_if_matching(path, data, seed=0) is not None
+    assert not torch.equal(assign_kl_partners(data.episode_ids, 1), cached.partners)
+    assert CachedReference.load_if_matching(path, data, seed=1) is None
     # a cache cut short (a kill mid-write of an older, non-atomic save) is scored again, not a crash
     assert not path.with_name(path.name + ".tmp").exists()  # the atomic write left no temporary file
     path.write_bytes(path.read_bytes()[:100])

@@ -76,7 +76,8 @@ class CachedReference:
         tmp.replace(path)
 
     @classmethod
-    def load_if_matching(cls, path: str | Path, data: StepData) -> "CachedReference | None":
+    def load_if_matching(cls, path: str | Path, data: StepData, seed: int = 0) -> "CachedReference | None":
+        """The cache at ``path`` if it was scored for these steps with this seed's KL partners, else None."""
         path = Path(path)
         if not path.exists():
             return None
@@ -86,6 +87,8 @@ class CachedReference:
             return None
         if d["tokens"].shape != data.tokens.shape or not torch.equal(d["tokens"], data.tokens):
             return None  # a different dataset: recompute
+        if not torch.equal(d["partners"], assign_kl_partners(data.episode_ids, seed)):
+            return None  # another training seed's KL partners (e.g. a cache copied from seed 0): recompute
         return cls(d["partners"], d["tokens"], d["fields"])
 
     def fill(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

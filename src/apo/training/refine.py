@@ -109,13 +109,13 @@ def _reference(policy: VLAPolicy, data: StepData, cfg: RefineConfig, cache_path:
     for p in ref_policy.parameters():
         p.requires_grad_(False)
     if cfg.reference == "cached":  # scored and saved by rank 0, read by the other processes
-        reference = CachedReference.load_if_matching(cache_path, data) if main else None
+        reference = CachedReference.load_if_matching(cache_path, data, cfg.train.seed) if main else None
         if main and reference is None:
             reference = CachedReference.compute(ref_policy, data, seed=cfg.train.seed)
             reference.save(cache_path)
         distributed.barrier()
         if not main:
-            reference = CachedReference.load_if_matching(cache_path, data)
+            reference = CachedReference.load_if_matching(cache_path, data, cfg.train.seed)
             if reference is None:
                 raise RuntimeError(f"{cache_path} written by rank 0 does not match this process's data; "
                                    "every process must see the same dataset folders")
