@@ -38,7 +38,7 @@ class RefineConfig:
     """Registered objective: apo, kto, dpo, hg-dagger, iwr, sirius, bc."""
     beta: float = 0.5
     """Inverse temperature of the preference objectives (apo, kto, dpo). 0.5 is what improved the base in
-    docs/results.md (run 5); 0.1 (the paper's code, after TRL's KTO) let the undesirable push run on."""
+    docs/results.md (runs 5, 6); 0.1 (TRL's KTO default, used before) let the undesirable push run on."""
     beta_d: float = 1.0
     """APO adaptive weight scale of desirable samples: lambda_D = 1 - exp(-beta_D w)."""
     beta_u: float = 1.0
