@@ -95,6 +95,25 @@ def test_loop_continues_and_extends(finished_loop, monkeypatch):
         run_loop(base, demos, out, dataclasses.replace(cfg, rounds=2))
 
 
+@pytest.mark.parametrize("refine_from", ["previous", "base"])
+def test_loop_refines_the_previous_or_the_base_policy(tmp_path, saved_tiny_policy, tiny_dataset, monkeypatch,
+                                                     refine_from):
+    import shutil
+
+    calls = []
+
+    def fake_refine(start, interactions, demos, out_dir, cfg):  # records what was refined, deploys it unchanged
+        calls.append((str(start), [p.parent.name for p in interactions]))  # round_<r>/interactions
+        shutil.copytree(start, out_dir / "policy")
+
+    monkeypatch.setattr(loop_mod, "refine", fake_refine)
+    out = tmp_path / "run"
+    run_loop(saved_tiny_policy, tiny_dataset, out, small_config(rounds=2, refine_from=refine_from))
+    previous = str(out / "round_0" / "refine" / "policy")
+    first = str(saved_tiny_policy)
+    assert calls == [(first, ["round_0"]), (previous if refine_from == "previous" else first, ["round_0", "round_1"])]
+
+
 def test_plot_with_the_original_setting(tmp_path):
     history = [{"round": r, "success_rate": 0.1 * r, "success_rate_original": 0.5, "intervention_rate": 0.3}
                for r in range(3)]
@@ -104,7 +123,7 @@ def test_plot_with_the_original_setting(tmp_path):
 @pytest.mark.parametrize("kwargs, error", [
     (dict(rounds=0), ValueError), (dict(episodes_per_task=0), ValueError), (dict(tasks=()), ValueError),
     (dict(tasks=(f"{TASK}+texture",)), ValueError), (dict(perturbation="fog"), UnknownNameError),
-    (dict(videos_per_outcome=-1), ValueError),
+    (dict(videos_per_outcome=-1), ValueError), (dict(refine_from="last"), ValueError),
 ])
 def test_config_validation(kwargs, error):
     with pytest.raises(error):

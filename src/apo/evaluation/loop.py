@@ -3,7 +3,8 @@
 Round r deploys policy r (round 0: the base policy) for ``episodes_per_task`` interaction episodes per
 task with the simulated person, which measures its intervention rate; policy r is also evaluated
 autonomously on the eval seeds. Policy r+1 is policy r refined on every interaction episode collected so
-far plus the expert demonstrations, with policy r as the frozen reference.
+far plus the expert demonstrations, with policy r as the frozen reference (``refine_from="base"``: the
+base policy is refined every round instead, and stays the reference).
 
 With ``perturbation`` the robot is deployed (and refined) in the perturbed setting and every policy is
 also evaluated on the original tasks (forgetting).
@@ -22,6 +23,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 
@@ -62,6 +64,9 @@ class LoopConfig:
     person: SimulatedPersonConfig = field(default_factory=SimulatedPersonConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    refine_from: Literal["previous", "base"] = "previous"
+    """previous: refine round r's policy, which is also the frozen reference (the paper's loop); base: refine
+    the base policy every round on all interactions so far (one fixed reference, so rounds do not compound)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(episodes=20))
     """Autonomous evaluation of every round's policy (its tasks are set from tasks and perturbation)."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -78,6 +83,8 @@ class LoopConfig:
                              "--loop.perturbation instead of '<task>+<perturbation>'")
         if self.perturbation is not None:
             parse_perturbation(self.perturbation)
+        if self.refine_from not in ("previous", "base"):
+            raise ValueError(f"refine_from must be 'previous' or 'base', got {self.refine_from!r}")
         if self.videos_per_outcome < 0:
             raise ValueError(f"videos_per_outcome must be >= 0, got {self.videos_per_outcome}")
 
@@ -128,7 +135,8 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
         next_dir = rd / "refine"
         if not (next_dir / "policy" / "config.json").exists():
             log.stage(f"round {r}: refine on {len(interactions)} round(s) of interactions")
-            refine(policy_dir, list(interactions), demos, next_dir, cfg.refine)
+            start = policy_dir if cfg.refine_from == "previous" else Path(base_policy)
+            refine(start, list(interactions), demos, next_dir, cfg.refine)
         policy_dir = next_dir / "policy"
     log.stage(f"loop done: {out / 'loop.json'}, {out / 'loop.png'}")
     return history
