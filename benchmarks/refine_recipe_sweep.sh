@@ -13,8 +13,8 @@
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: bash benchmarks/refine_recipe_sweep.sh BENCH_RUN BASE_POLICY DEMOS [OUT_ROOT [VARIANTS_FILE]]" >&2; exit 2; }
 bench="$1"; base="$2"; demos="$3"; root="${4:-runs/refine_sweep}"; variants_file="${5:-}"; jobs="${JOBS:-2}"
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive integer, got '$jobs'" >&2; exit 2; }
 export MUJOCO_GL="${MUJOCO_GL:-egl}" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
-mkdir -p "$root"
 # (measured with beta 0.1, the default then: the preference variants pin it)
 variants=(
   "hgd_d200:--refine.objective hg-dagger --refine.demos-per-task 200"
@@ -31,8 +31,14 @@ variants=(
   "kto_anchor1:--refine.objective kto --refine.demos-per-task 200 --refine.anchor-weight 1.0 --refine.beta 0.1"
 )
 if [ -n "$variants_file" ]; then
+  [ -f "$variants_file" ] || { echo "variants file $variants_file does not exist" >&2; exit 2; }
   mapfile -t variants < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$variants_file")
+  [ ${#variants[@]} -gt 0 ] || { echo "$variants_file lists no variant (one 'name:apo refine options' per line)" >&2; exit 2; }
+  for v in "${variants[@]}"; do
+    [[ "$v" == *:* ]] || { echo "$variants_file: '$v' is not 'name:apo refine options'" >&2; exit 2; }
+  done
 fi
+mkdir -p "$root"
 
 run_variant() {
   local name="$1" args="$2"
