@@ -46,7 +46,7 @@ from _common import (
 from apo.data import EpisodeWriter
 from apo.data.episode import LABEL_HUMAN
 from apo.deployment import (
-    Decision, DeployConfig, InterventionSource, SimulatedPerson, StepContext, run_episode,
+    Decision, DeployConfig, InterventionSource, SimulatedPerson, SimulatedPersonConfig, StepContext, run_episode,
 )
 from apo.deployment.collect import INTERACTION_SEED_BASE
 from apo.envs import EnvConfig, make_env
@@ -164,7 +164,8 @@ def bench(budget: Budget, write_root: Path, console) -> dict[str, object]:
     execute = min(cfg.execute_steps or policy.tokenizer.horizon, policy.tokenizer.horizon)
     env = make_env(TASK, EnvConfig(image_size=MODEL_IMAGE_SIZE, max_steps=MAX_STEPS))
     policy.embed_instructions([env.instruction])  # load the sentence encoder outside the timing
-    passive, person = PassiveSource(), SimulatedPerson(TASK)
+    # the person of the measured figures: with the divergence trigger (the default then)
+    passive, person = PassiveSource(), SimulatedPerson(TASK, SimulatedPersonConfig(divergence_steps=6))
     writer = EpisodeWriter(write_root)
 
     def seed_of(rep: int) -> int:

@@ -183,6 +183,23 @@ def test_no_progress_trigger(pick_place_state, expert_action):
     assert who(d) == "PPPPHH"
 
 
+def test_default_person_steps_in_on_failure_signs_only(pick_place_state, expert_action):
+    default = dataclasses.replace(SimulatedPersonConfig(), max_reaction_delay=0)
+    # a policy that moves its own way while making progress is left alone ...
+    person = SimulatedPerson(TASK, default)
+    d = run(person, pick_place_state, expert_action, [DIVERGE] * 30, rewards=[0.1 * t for t in range(30)])
+    assert who(d) == "P" * 30 and person.triggers == []
+    # ... while the same contexts are taken over by a person with the divergence trigger
+    diverging = SimulatedPerson(TASK, dataclasses.replace(default, divergence_steps=6))
+    d = run(diverging, pick_place_state, expert_action, [DIVERGE] * 30, rewards=[0.1 * t for t in range(30)])
+    assert diverging.triggers[0] == (5, "divergence")
+    # no progress for no_progress_steps steps still brings the default person in
+    person = SimulatedPerson(TASK, default)
+    n = default.no_progress_steps
+    d = run(person, pick_place_state, expert_action, [AGREE] * (n + 2), rewards=[0.0] * (n + 2))
+    assert person.triggers == [(n, "no_progress")] and who(d).startswith("P" * n + "H")
+
+
 def test_reaction_delay_bounded_and_deterministic(pick_place_state, expert_action):
     c = cfg(divergence_steps=2, hold_steps=3, max_reaction_delay=3)
     kinds = [DIVERGE] * 40

@@ -1,11 +1,13 @@
 """The simulated person: MetaWorld's scripted expert watches the policy and takes over.
 
 Triggers (each can be disabled):
-* ``divergence``: the policy's xyz action differs from the expert's by more than
-  ``divergence_threshold`` (L2) for ``divergence_steps`` consecutive steps;
 * ``no progress``: the best dense reward so far has not improved by ``progress_margin`` for
   ``no_progress_steps`` steps;
-* ``object lost``: the main object leaves the box ``object_bounds`` (about to fall off the table).
+* ``object lost``: the main object leaves the box ``object_bounds`` (about to fall off the table);
+* ``divergence`` (off by default): the policy's xyz action differs from the expert's by more than
+  ``divergence_threshold`` (L2) for ``divergence_steps`` consecutive steps. It also takes over from
+  a policy that would succeed in its own way, which marks good motions as undesirable (docs/results.md,
+  runs 5 and 6), so the default person steps in on signs of failure only.
 After a trigger the person reacts within ``0..max_reaction_delay`` steps (seeded), drives with
 the expert's actions, and hands back after ``hold_steps`` steps (``release="span"``) or, with
 ``release="agree"``, once the policy's proposals agree with the expert for ``agree_steps``
@@ -36,8 +38,9 @@ from apo.envs.experts import ScriptedExpert
 class SimulatedPersonConfig:
     divergence_threshold: float = 0.6
     """L2 distance between policy and expert xyz actions counted as diverging."""
-    divergence_steps: int = 6
-    """Consecutive diverging steps that trigger a takeover (0 disables)."""
+    divergence_steps: int = 0
+    """Consecutive diverging steps that trigger a takeover (0 disables: the person steps in on signs of
+    failure only; runs 1-5 and the first loop in docs/results.md used 6)."""
     no_progress_steps: int = 40
     """Steps without reward progress that trigger a takeover (0 disables)."""
     progress_margin: float = 0.05
