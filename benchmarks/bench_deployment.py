@@ -164,8 +164,8 @@ def bench(budget: Budget, write_root: Path, console) -> dict[str, object]:
     execute = min(cfg.execute_steps or policy.tokenizer.horizon, policy.tokenizer.horizon)
     env = make_env(TASK, EnvConfig(image_size=MODEL_IMAGE_SIZE, max_steps=MAX_STEPS))
     policy.embed_instructions([env.instruction])  # load the sentence encoder outside the timing
-    # the person of the measured figures: with the divergence trigger (the default then)
-    passive, person = PassiveSource(), SimulatedPerson(TASK, SimulatedPersonConfig(divergence_steps=6))
+    # the person of the measured figures: divergence trigger on, progress on the reward alone (the default then)
+    passive, person = PassiveSource(), SimulatedPerson(TASK, SimulatedPersonConfig(divergence_steps=6, progress_distance=0.0))
     writer = EpisodeWriter(write_root)
 
     def seed_of(rep: int) -> int:

@@ -8,7 +8,7 @@ suite), with the same env seeds for every mode:
 
 1. calibration: ``--calib-episodes`` autonomous rollouts per task (seeds ``CALIBRATION_SEED_BASE + i``),
    pooled over the tasks -> one threshold per budget;
-2. (A) the always-watching simulated person (with the divergence trigger, 6 steps) on seeds
+2. (A) the always-watching simulated person (divergence trigger on, progress on the reward alone) on seeds
    ``INTERACTION_SEED_BASE + i``; the entropy of every step is logged (requests are computed, not
    shown to anyone). Its takeover triggers are the "failures". A trigger at step t is **caught** when
    a request was active at some step in [t - window, t] (before the person reacts);
@@ -153,8 +153,8 @@ def main() -> None:
         policy = VLAPolicy.load(args.policy)
     tasks = tuple(args.tasks)
     env_cfg = EnvConfig(image_size=policy.config.image_size, max_steps=args.max_steps)
-    # the person of the measured figures (docs/results.md): with the divergence trigger, the default then
-    person_cfg, deploy = SimulatedPersonConfig(divergence_steps=6), DeployConfig()
+    # the person of the measured figures (docs/results.md): divergence trigger on, progress on the reward alone
+    person_cfg, deploy = SimulatedPersonConfig(divergence_steps=6, progress_distance=0.0), DeployConfig()
 
     console.print(f"calibration: {args.calib_episodes} autonomous rollouts x {len(tasks)} tasks")
     entropies = autonomous_entropies(policy, tasks, args.calib_episodes, env_cfg, CALIBRATION_SEED_BASE)

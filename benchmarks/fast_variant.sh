@@ -12,7 +12,7 @@ apo train --data "$demos" --out "$root/train" --recipe.tokenizer fast --recipe.t
 apo benchmark --out "$root/bench" --benchmark.base-policy "$root/train/policy" --benchmark.demos "$demos" \
   --benchmark.objectives apo --benchmark.train-seeds 0 --benchmark.refine.demos-per-task 200 \
   --benchmark.refine.train.threads "$threads" --benchmark.refine.beta 0.1 \
-  --benchmark.person.divergence-steps 6   # beta 0.1 and the divergence-trigger person: the defaults then
+  --benchmark.person.divergence-steps 6 --benchmark.person.progress-distance 0   # beta 0.1 and that person: the defaults then
 # the anchored APO and the BC-only control of the recipe sweep, on the FAST base and its interactions
 run() {
   local name="$1"; shift

@@ -200,6 +200,87 @@ def test_default_person_steps_in_on_failure_signs_only(pick_place_state, expert_
     assert person.triggers == [(n, "no_progress")] and who(d).startswith("P" * n + "H")
 
 
+def _moving(state: np.ndarray, n: int, part: slice, towards: np.ndarray, step: float) -> list[np.ndarray]:
+    """``n`` copies of ``state`` in which ``state[part]`` moves ``step`` metres per step towards ``towards``."""
+    unit = (towards - state[part]) / np.linalg.norm(towards - state[part])
+    out = []
+    for t in range(n):
+        s = state.copy()
+        s[part] = state[part] + unit * step * t
+        out.append(s)
+    return out
+
+
+def run_states(person: SimulatedPerson, states: list[np.ndarray], expert_action: np.ndarray) -> str:
+    """Feed one agreeing context per state with a flat reward; 'P'/'H' per step."""
+    person.reset(0)
+    return "".join("H" if person.decide(StepContext(t=t, obs={}, state=s, policy_action=expert_action.copy(),
+                                                    reward=0.0, success=False)).action is not None else "P"
+                   for t, s in enumerate(states))
+
+
+@pytest.mark.parametrize("moving", ["hand", "object"])
+def test_shrinking_distances_count_as_progress(pick_place_state, expert_action, moving):
+    n = 12
+    if moving == "hand":  # the hand approaches the object, 3 mm a step (reward flat)
+        states = _moving(pick_place_state, n, slice(0, 3), pick_place_state[4:7], 0.003)
+    else:  # the object approaches the goal, 3 mm a step
+        states = _moving(pick_place_state, n, slice(4, 7), pick_place_state[36:39], 0.003)
+    # 1 cm closer than the best so far counts every 4th step: never 4 steps without progress
+    assert run_states(SimulatedPerson(TASK, cfg(no_progress_steps=4, progress_distance=0.01)), states,
+                      expert_action) == "P" * n
+    # on the reward alone the same approach is "no progress"
+    reward_only = SimulatedPerson(TASK, cfg(no_progress_steps=4, progress_distance=0.0, hold_steps=50))
+    assert run_states(reward_only, states, expert_action) == "PPPP" + "H" * (n - 4)
+    assert reward_only.triggers == [(4, "no_progress")]
+
+
+def test_moving_away_or_jitter_is_not_progress(pick_place_state, expert_action):
+    away = pick_place_state[0:3] + (pick_place_state[0:3] - pick_place_state[4:7])
+    states = _moving(pick_place_state, 7, slice(0, 3), away, 0.003)
+    person = SimulatedPerson(TASK, cfg(no_progress_steps=4, progress_distance=0.01, hold_steps=50))
+    assert run_states(person, states, expert_action) == "PPPPHHH"
+    # 5 mm back and forth never beats the best by 1 cm
+    jitter = [s.copy() for s in [pick_place_state] * 7]
+    for t, s in enumerate(jitter):
+        s[0] += 0.005 * (t % 2)
+    person = SimulatedPerson(TASK, cfg(no_progress_steps=4, progress_distance=0.01, hold_steps=50))
+    assert run_states(person, jitter, expert_action) == "PPPPHHH"
+
+
+def expert_triggers(task: str, seed: int, config: SimulatedPersonConfig) -> list[tuple[int, str]]:
+    """The person's triggers while MetaWorld's scripted expert itself drives a whole episode."""
+    from apo.envs import EnvConfig, make_env
+
+    env, expert = make_env(task, EnvConfig(image_size=16)), ScriptedExpert(task)
+    person = SimulatedPerson(task, dataclasses.replace(config, max_reaction_delay=0))
+    try:
+        _, info = env.reset(seed=seed)
+        person.reset(seed)
+        reward, success, t, done = 0.0, False, 0, False
+        while not done and not person.triggers:
+            action = expert.act(info["state"])
+            person.decide(StepContext(t=t, obs={}, state=info["state"], policy_action=action, reward=reward,
+                                      success=success))
+            _, reward, terminated, truncated, info = env.step(action)
+            success, t, done = info["success"], t + 1, terminated or truncated
+    finally:
+        env.close()
+    return person.triggers
+
+
+@pytest.mark.parametrize("task", ["coffee-push-v3", "peg-insert-side-v3", "pick-place-v3", "shelf-place-v3"])
+def test_default_person_leaves_the_scripted_expert_alone(task):
+    for seed in (1_000_000, 1_000_001):
+        assert expert_triggers(task, seed, SimulatedPersonConfig()) == [], (task, seed)
+
+
+def test_reward_alone_takes_over_the_expert_on_peg_insert_side():
+    # why progress_distance exists: peg-insert-side's reward stays flat while the expert approaches the peg
+    assert expert_triggers("peg-insert-side-v3", 1_000_000, SimulatedPersonConfig(progress_distance=0.0)) == [
+        (40, "no_progress")]
+
+
 def test_reaction_delay_bounded_and_deterministic(pick_place_state, expert_action):
     c = cfg(divergence_steps=2, hold_steps=3, max_reaction_delay=3)
     kinds = [DIVERGE] * 40
@@ -231,5 +312,7 @@ def test_config_validation():
         SimulatedPersonConfig(hold_steps=0)
     with pytest.raises(ValueError):
         SimulatedPersonConfig(divergence_steps=-1)
+    with pytest.raises(ValueError, match="progress_distance"):
+        SimulatedPersonConfig(progress_distance=-0.01)
     with pytest.raises(ValueError, match="release"):
         SimulatedPersonConfig(release="never")
