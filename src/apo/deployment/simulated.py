@@ -45,7 +45,7 @@ class SimulatedPersonConfig:
     """Consecutive diverging steps that trigger a takeover (0 disables: the person steps in on signs of
     failure only; runs 1-5 and the first loop in docs/results.md used 6)."""
     no_progress_steps: int = 40
-    """Steps without reward progress that trigger a takeover (0 disables)."""
+    """Steps without progress (reward, or the distances of progress_distance) that trigger a takeover (0 disables)."""
     progress_margin: float = 0.05
     """Improvement of the best dense reward that counts as progress."""
     progress_distance: float = 0.01
