@@ -251,7 +251,10 @@ def test_collect_interactions_writes_and_resumes(env, policy, tmp_path, monkeypa
     eps = load_episodes(out)
     assert len(eps) == 2 and sorted(e.seed for e in eps) == [INTERACTION_SEED_BASE, INTERACTION_SEED_BASE + 1]
     assert s2.episodes == 2 and s2.takeovers == 2 and s2.human_steps == 8 and s2.steps == 2 * MAX_STEPS
-    assert json.loads((out / "summary.json").read_text())["summary"]["episodes"] == 2
+    data = json.loads((out / "summary.json").read_text())
+    assert data["summary"]["episodes"] == 2 and data["per_task"][TASK]["human_steps"] == 8
+    assert data["per_task"][TASK]["intervention_rate"] == pytest.approx(8 / (2 * MAX_STEPS))
+    assert data["triggers"] == {TASK: {}}  # this source reports no triggers
     for ep in eps:  # recorded safely: valid interaction episodes with proposals and relabeled labels
         ep.validate()
         assert ep.source == "interaction" and ep.policy_actions is not None and ep.task == TASK
@@ -315,3 +318,13 @@ def test_a_missing_device_fails_before_any_env_is_built(policy, tmp_path, monkey
     with pytest.raises(DeviceNotFoundError, match="plug one in"):
         collect_interactions(policy, (TASK,), 1, no_gamepad, tmp_path / "interactions")
     assert built == [] and not list((tmp_path / "interactions" / "episodes").glob("*.hdf5"))
+
+
+def test_trigger_counts_per_task():
+    from types import SimpleNamespace
+
+    eps = [SimpleNamespace(task="a", extras={"triggers": "40:no_progress 97:object_lost"}),
+           SimpleNamespace(task="a", extras={"triggers": "12:no_progress"}),
+           SimpleNamespace(task="b", extras={"triggers": ""}),
+           SimpleNamespace(task="c", extras={})]  # recorded before triggers were kept
+    assert collect_mod.trigger_counts(eps) == {"a": {"no_progress": 2, "object_lost": 1}, "b": {}, "c": {}}

@@ -89,9 +89,26 @@ def collect_interactions(
     with tqdm(total=episodes_per_task * len(tasks), desc="collect", unit="ep", dynamic_ncols=True) as bar:
         _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg, seed, done, bar)
     summary = CollectionSummary.from_summaries(done)
-    (out / "summary.json").write_text(json.dumps({"summary": summary.as_dict(), "deploy": asdict(cfg)}, indent=2))
-    DatasetStats.compute(load_episodes(out)).save(out)
+    episodes = load_episodes(out)
+    per_task = {t: CollectionSummary.from_summaries([s for s in done if s.task == t]).as_dict()
+                for t in dict.fromkeys(s.task for s in done)}
+    (out / "summary.json").write_text(json.dumps({
+        "summary": summary.as_dict(), "per_task": per_task, "triggers": trigger_counts(episodes),
+        "deploy": asdict(cfg)}, indent=2))
+    DatasetStats.compute(episodes).save(out)
     return summary
+
+
+def trigger_counts(episodes) -> dict[str, dict[str, int]]:
+    """Per task, how often each trigger made the person take over (from the episodes' ``triggers`` extra,
+    "step:trigger ..."; episodes recorded without it count nothing)."""
+    counts: dict[str, dict[str, int]] = {}
+    for ep in episodes:
+        task = counts.setdefault(ep.task, {})
+        for item in str(ep.extras.get("triggers", "")).split():
+            _, name = item.split(":", 1)
+            task[name] = task.get(name, 0) + 1
+    return counts
 
 
 def _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg, seed,
