@@ -2,9 +2,10 @@
 
 Round r deploys policy r (round 0: the base policy) for ``episodes_per_task`` interaction episodes per
 task with the simulated person, which measures its intervention rate; policy r is also evaluated
-autonomously on the eval seeds. Policy r+1 is policy r refined on every interaction episode collected so
-far plus the expert demonstrations, with policy r as the frozen reference (``refine_from="base"``: the
-base policy is refined every round instead, and stays the reference).
+autonomously on the eval seeds. Policy r+1 is the base policy refined on every interaction episode
+collected so far plus the expert demonstrations, the base staying the frozen reference
+(``refine_from="previous"``: policy r is refined instead, with itself as the reference, so the rounds'
+updates compound; in docs/results.md that undid the first round's gain by round 3).
 
 With ``perturbation`` the robot is deployed (and refined) in the perturbed setting and every policy is
 also evaluated on the original tasks (forgetting).
@@ -64,9 +65,10 @@ class LoopConfig:
     person: SimulatedPersonConfig = field(default_factory=SimulatedPersonConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
-    refine_from: Literal["previous", "base"] = "previous"
-    """previous: refine round r's policy, which is also the frozen reference (the paper's loop); base: refine
-    the base policy every round on all interactions so far (one fixed reference, so rounds do not compound)."""
+    refine_from: Literal["previous", "base"] = "base"
+    """base: refine the base policy every round on all interactions so far (one fixed reference, so rounds
+    do not compound); previous: refine round r's policy, which is also the frozen reference (the first two
+    loops of docs/results.md; their later rounds lost the first round's gain)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(episodes=20))
     """Autonomous evaluation of every round's policy (its tasks are set from tasks and perturbation)."""
     env: EnvConfig = field(default_factory=EnvConfig)
