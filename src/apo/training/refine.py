@@ -146,6 +146,7 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
     if demos is not None and cfg.demos_per_task:
         episodes += select_demos(load_episodes(demos), cfg.demos_per_task)
     data = StepData.from_episodes(episodes, policy.tokenizer)
+    del episodes  # the steps are in data now; the episodes' own arrays would double the images' memory
     counts = {CATEGORY_NAMES[c]: int((data.categories == c).sum()) for c in CATEGORY_NAMES}
     if main:
         (out / "refine_config.json").write_text(json.dumps({"config": asdict(cfg), "steps_per_category": counts}, indent=2))
