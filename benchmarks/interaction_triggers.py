@@ -17,6 +17,8 @@ from pathlib import Path
 
 from apo.data import load_episodes
 from apo.data.episode import LABEL_HUMAN
+from apo.data.storage import DatasetError
+from apo.deployment.runner import episode_triggers
 
 
 def folder_report(folder: str) -> dict[str, dict]:
@@ -28,9 +30,8 @@ def folder_report(folder: str) -> dict[str, dict]:
         row["episodes"] += 1
         row["successes"] += int(ep.success)
         row["human_steps"] += int((ep.labels == LABEL_HUMAN).sum())
-        for item in str(ep.extras.get("triggers", "")).split():
-            step, name = item.split(":", 1)
-            row["triggers"].setdefault(name, []).append(int(step))
+        for step, name in episode_triggers(ep):
+            row["triggers"].setdefault(name, []).append(step)
     for row in report.values():
         row["intervention_share"] = row["human_steps"] / max(1, total)
         row["triggers"] = {k: sorted(v) for k, v in row["triggers"].items()}
@@ -60,7 +61,10 @@ def main() -> None:
     for folder in args.folders:
         if not Path(folder).is_dir():
             raise SystemExit(f"{folder} is not a folder; give interaction episode folders (e.g. runs/bench/interactions)")
-        results[folder] = folder_report(folder)
+        try:
+            results[folder] = folder_report(folder)
+        except (DatasetError, ValueError) as err:  # no episodes, a corrupt file, a malformed trigger
+            raise SystemExit(f"{folder}: {err}") from None
         print(markdown(folder, results[folder]) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))

@@ -11,7 +11,7 @@ import apo.deployment.collect as collect_mod
 from apo.data import load_episodes
 from apo.data.episode import LABEL_HUMAN as H, LABEL_POLICY as P, LABEL_UNDESIRABLE as U, Episode
 from apo.deployment.collect import INTERACTION_SEED_BASE, collect_interactions
-from apo.deployment.runner import DeployConfig, run_episode
+from apo.deployment.runner import DeployConfig, episode_triggers, run_episode
 from apo.deployment.sources import Decision, InterventionSource
 from apo.envs import EnvConfig, get_task, make_env
 
@@ -157,6 +157,7 @@ def test_the_sources_triggers_are_recorded_with_the_episode(env, policy):
     src = Reporting(takeover_at(range(4, 6)))
     ep, _ = run_episode(env, policy, src, seed=1, cfg=DeployConfig(execute_steps=1))
     assert ep.extras["triggers"] == "3:divergence 9:no_progress"
+    assert episode_triggers(ep) == [(3, "divergence"), (9, "no_progress")]  # round trip
 
 
 def test_execute_steps_one_replans_every_step(env, policy, monkeypatch):
@@ -323,8 +324,12 @@ def test_a_missing_device_fails_before_any_env_is_built(policy, tmp_path, monkey
 def test_trigger_counts_per_task():
     from types import SimpleNamespace
 
-    eps = [SimpleNamespace(task="a", extras={"triggers": "40:no_progress 97:object_lost"}),
-           SimpleNamespace(task="a", extras={"triggers": "12:no_progress"}),
-           SimpleNamespace(task="b", extras={"triggers": ""}),
-           SimpleNamespace(task="c", extras={})]  # recorded before triggers were kept
+    def ep(task, **extras):
+        return SimpleNamespace(task=task, seed=7, extras=extras)
+
+    eps = [ep("a", triggers="40:no_progress 97:object_lost"), ep("a", triggers="12:no_progress"),
+           ep("b", triggers=""), ep("c")]  # c: recorded before triggers were kept
     assert collect_mod.trigger_counts(eps) == {"a": {"no_progress": 2, "object_lost": 1}, "b": {}, "c": {}}
+    for bad in ("no_progress", "40:", "x:no_progress"):
+        with pytest.raises(ValueError, match=f"malformed trigger '{bad}'.*seed 7|seed 7.*malformed trigger '{bad}'"):
+            collect_mod.trigger_counts([ep("a", triggers=f"3:divergence {bad}")])

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from apo.data import EpisodeWriter, load_episodes
 from apo.data.stats import DatasetStats
 from apo.deployment.labels import takeover_steps
-from apo.deployment.runner import DeployConfig, EpisodeSummary, run_episode
+from apo.deployment.runner import DeployConfig, EpisodeSummary, episode_triggers, run_episode
 from apo.deployment.sources import InterventionSource
 from apo.envs import EnvConfig, make_env
 
@@ -105,8 +105,7 @@ def trigger_counts(episodes) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for ep in episodes:
         task = counts.setdefault(ep.task, {})
-        for item in str(ep.extras.get("triggers", "")).split():
-            _, name = item.split(":", 1)
+        for _, name in episode_triggers(ep):
             task[name] = task.get(name, 0) + 1
     return counts
 

@@ -53,6 +53,19 @@ class EpisodeSummary:
         return self.success and self.takeovers == 0
 
 
+def episode_triggers(episode) -> list[tuple[int, str]]:
+    """The (step, trigger) pairs recorded in an interaction episode's ``triggers`` extra ("41:no_progress
+    97:object_lost"); empty when the episode was recorded without them."""
+    out = []
+    for item in str(episode.extras.get("triggers", "")).split():
+        step, sep, name = item.partition(":")
+        if not sep or not name or not step.isdigit():
+            raise ValueError(f"episode (task {episode.task}, seed {episode.seed}) has a malformed trigger {item!r} "
+                             "in extras['triggers']; expected 'step:trigger' entries separated by spaces")
+        out.append((int(step), name))
+    return out
+
+
 def run_episode(env, policy, source: InterventionSource, seed: int, cfg: DeployConfig = DeployConfig(),
                 keep_frames: bool = False) -> tuple[Episode | None, EpisodeSummary]:
     """One deployed episode. Returns (episode to record, summary); the episode is None when no
