@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from apo.envs.rendering import CameraConfig, FastRenderer
@@ -39,6 +40,10 @@ class EnvConfig:
     """Override the task's step cap (None: use the task's own)."""
     terminate_on_success: bool = True
     """End the episode at the first successful step."""
+    goal_pin: bool = False
+    """Draw a pin from the table up to the goal marker, so the goal's height is visible from the one
+    camera (pick-place's goal floats 5-30 cm up; docs/results.md). A policy must be deployed with the
+    rendering it was trained on."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 512:
@@ -60,7 +65,7 @@ class MetaWorldEnv(gym.Env):
         self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[self.spec_.metaworld_name + "-goal-observable"]()
         self._env._freeze_rand_vec = False
         self._env.seeded_rand_vec = True
-        self._renderer = FastRenderer(self._env.model, config.image_size, config.camera)
+        self._renderer = FastRenderer(self._env.model, config.image_size, config.camera, config.goal_pin)
         self._applied: list[Callable[[Any], None]] = []
         self._apply(self.spec_.modifiers)  # a registered variant, e.g. "pick-place-v3+texture"
         s = config.image_size
@@ -128,6 +133,9 @@ class MetaWorldEnv(gym.Env):
             seed = int(self.np_random.integers(0, 2**31 - 1))
         self._env.seed(int(seed))
         state, _ = self._env.reset()
+        # MetaWorld moves the goal site after its last forward pass: without this the first frame shows the
+        # previous episode's goal marker (site_xpos is stale until the first step). Kinematics only: no dynamics.
+        mujoco.mj_kinematics(self._env.model, self._env.data)
         self._t = 0
         self.state = state
         return self._obs(state), {"state": state.copy(), "success": False, "seed": int(seed)}

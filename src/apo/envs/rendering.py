@@ -5,6 +5,11 @@ the renderer is built) and shadows, reflections and skybox off it renders 100-20
 64-96 px. The camera is a free camera framing the workspace (MetaWorld's corner cameras
 render upside down and show objects tiny at 64 px).
 
+With ``goal_pin`` a thin pin is drawn from the table up to the task's goal marker (the model's ``goal``
+site, when it is visible). From one camera a floating marker's height and depth are ambiguous
+(pick-place's goal floats 5-30 cm above the table); the pin's foot on the table fixes x and y and
+its length the height. It is drawn only in the image, not simulated.
+
 Colours (``mat_rgba``, ``geom_rgba``) and lights are read from the model at every frame, but
 textures live in the GL context once the renderer exists: a texture edited in ``model.tex_data``
 afterwards is shown only after :meth:`FastRenderer.upload_texture` (``mujoco.mjr_uploadTexture``).
@@ -34,10 +39,15 @@ class CameraConfig:
     """Elevation in degrees (negative looks down)."""
 
 
+GOAL_PIN_RADIUS = 0.008
+"""Radius (metres) of the goal pin: about one pixel wide at 64 px."""
+
+
 class FastRenderer:
     """Renders ``(size, size, 3)`` uint8 frames of a MuJoCo model/data pair."""
 
-    def __init__(self, model: mujoco.MjModel, size: int = 64, camera: CameraConfig = CameraConfig()):
+    def __init__(self, model: mujoco.MjModel, size: int = 64, camera: CameraConfig = CameraConfig(),
+                 goal_pin: bool = False):
         if size < 16 or size > 512:
             raise ValueError(f"image size must be in [16, 512], got {size}")
         model.vis.quality.offsamples = 0
@@ -51,9 +61,24 @@ class FastRenderer:
         self._cam.azimuth = camera.azimuth
         self._cam.elevation = camera.elevation
         self._opt = mujoco.MjvOption()
+        self._goal_site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal") if goal_pin else -1
+
+    def _draw_goal_pin(self, data: mujoco.MjData) -> None:
+        """Append a capsule from the table (z = 0) to the goal site to the scene, if the goal is shown."""
+        scene, site = self._renderer.scene, self._goal_site
+        if site < 0 or self._model.site_rgba[site, 3] <= 0 or scene.ngeom >= scene.maxgeom:
+            return
+        top = data.site_xpos[site].astype(np.float64)
+        foot = np.array([top[0], top[1], 0.0])
+        geom = scene.geoms[scene.ngeom]
+        mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.eye(3).ravel(),
+                            self._model.site_rgba[site].astype(np.float32))
+        mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, GOAL_PIN_RADIUS, foot, top)
+        scene.ngeom += 1
 
     def render(self, data: mujoco.MjData) -> np.ndarray:
         self._renderer.update_scene(data, self._cam, self._opt)
+        self._draw_goal_pin(data)
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0

@@ -1,0 +1,66 @@
+"""Rendering: the reset frame shows the new episode's goal; the goal pin is drawn under visible goals only."""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import pytest
+
+from apo.envs import EnvConfig, ScriptedExpert, make_env
+
+pytestmark = pytest.mark.slow  # every test here renders MuJoCo
+
+HIGH_GOAL, LOW_GOAL = 10_000_000, 10_000_003  # pick-place seeds with the goal 30 cm and 6 cm above the table
+
+
+def _goal_site(env) -> int:
+    return mujoco.mj_name2id(env.raw_env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+
+
+def test_the_reset_frame_shows_this_episodes_goal_marker():
+    env = make_env("pick-place-v3")
+    try:
+        env.reset(seed=LOW_GOAL)
+        obs, info = env.reset(seed=HIGH_GOAL)  # MetaWorld moves the goal site after its last forward pass
+        np.testing.assert_allclose(env.raw_env.data.site_xpos[_goal_site(env)], info["state"][36:39], atol=1e-6)
+        mujoco.mj_forward(env.raw_env.model, env.raw_env.data)  # everything recomputed from the state
+        np.testing.assert_array_equal(obs["image"], env.render())
+    finally:
+        env.close()
+
+
+def _pin_pixels(task: str, seed: int) -> int:
+    """Pixels that change when the goal pin is drawn, on the reset frame of ``seed``."""
+    frames = []
+    for pin in (False, True):
+        env = make_env(task, EnvConfig(goal_pin=pin))
+        try:
+            frames.append(env.reset(seed=seed)[0]["image"].astype(int))
+        finally:
+            env.close()
+    return int((np.abs(frames[0] - frames[1]).sum(-1) > 0).sum())
+
+
+def test_the_goal_pin_is_longer_under_a_higher_goal():
+    high, low = _pin_pixels("pick-place-v3", HIGH_GOAL), _pin_pixels("pick-place-v3", LOW_GOAL)
+    assert low > 0  # drawn at all
+    assert high > 2 * low  # 30 cm of pin against 6 cm
+
+
+def test_no_pin_without_a_goal_marker():
+    assert _pin_pixels("coffee-push-v3", HIGH_GOAL) == 0  # coffee-push has no goal site
+
+
+def test_the_pin_is_only_drawn_not_simulated():
+    states = {}
+    for pin in (False, True):
+        env = make_env("pick-place-v3", EnvConfig(goal_pin=pin))
+        expert = ScriptedExpert("pick-place-v3")
+        try:
+            _, info = env.reset(seed=HIGH_GOAL)
+            for _ in range(20):
+                _, _, _, _, info = env.step(expert.act(info["state"]))
+            states[pin] = info["state"]
+        finally:
+            env.close()
+    np.testing.assert_array_equal(states[False], states[True])
