@@ -3,7 +3,9 @@
 Reads recorded interaction folders (``apo collect``, a benchmark's ``interactions/``, a loop's
 ``round_<r>/interactions/``) and prints one markdown table per folder: episodes, success with help,
 intervention rate (person's steps / all steps of the folder, so the task rows add up to the total),
-takeovers, and takeovers per trigger with the steps at which they fired.
+takeovers, and takeovers per trigger with the steps at which they fired. The folder's intervention
+rate gets a 95% bootstrap interval (episodes resampled within each task): how far a round's rate can
+move by which episodes it happened to draw.
 
     python benchmarks/interaction_triggers.py runs/loop_beta05_failonly/round_0/interactions [FOLDER ...]
 Saves the figures to benchmarks/results/interaction_triggers.json (``--out``).
@@ -15,40 +17,63 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from apo.data import load_episodes
-from apo.data.episode import LABEL_HUMAN
+from apo.data.episode import LABEL_HUMAN, LABEL_UNDESIRABLE
 from apo.data.storage import DatasetError
 from apo.deployment.runner import episode_triggers
 
 
-def folder_report(folder: str) -> dict[str, dict]:
+def bootstrap_rate(steps: dict[str, list[tuple[int, int]]], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of sum(person's steps) / sum(steps), resampling the (person's steps, steps) pairs of
+    each task's episodes with replacement (every task keeps its episode count)."""
+    rng = np.random.default_rng(seed)
+    human, total = np.zeros(resamples), np.zeros(resamples)
+    for pairs in steps.values():
+        arr = np.array(pairs, dtype=float)
+        pick = rng.integers(0, len(arr), size=(resamples, len(arr)))
+        human += arr[pick, 0].sum(1)
+        total += arr[pick, 1].sum(1)
+    return np.percentile(human / total, [2.5, 97.5]).tolist()
+
+
+def folder_report(folder: str) -> dict:
     episodes = load_episodes(folder)
     total = sum(len(ep) for ep in episodes)
-    report: dict[str, dict] = {}
+    tasks: dict[str, dict] = {}
+    steps: dict[str, list[tuple[int, int]]] = {}
     for ep in episodes:
-        row = report.setdefault(ep.task, {"episodes": 0, "successes": 0, "human_steps": 0, "triggers": {}})
+        row = tasks.setdefault(ep.task, {"episodes": 0, "successes": 0, "human_steps": 0,
+                                                "undesirable_steps": 0, "triggers": {}})
+        human = int((ep.labels == LABEL_HUMAN).sum())
         row["episodes"] += 1
         row["successes"] += int(ep.success)
-        row["human_steps"] += int((ep.labels == LABEL_HUMAN).sum())
+        row["human_steps"] += human
+        row["undesirable_steps"] += int((ep.labels == LABEL_UNDESIRABLE).sum())
+        steps.setdefault(ep.task, []).append((human, len(ep)))
         for step, name in episode_triggers(ep):
             row["triggers"].setdefault(name, []).append(step)
-    for row in report.values():
+    for row in tasks.values():
         row["intervention_share"] = row["human_steps"] / max(1, total)
         row["triggers"] = {k: sorted(v) for k, v in row["triggers"].items()}
-    return report
+    rate = sum(r["human_steps"] for r in tasks.values()) / max(1, total)
+    return {"tasks": tasks, "intervention_rate": rate, "intervention_rate_ci95": bootstrap_rate(steps)}
 
 
-def markdown(folder: str, report: dict[str, dict]) -> str:
-    lines = [f"{folder}", "", "| task | episodes | success with help | share of all steps by the person | takeovers by trigger (steps) |",
-             "|---|---|---|---|---|"]
-    for task, row in report.items():
+def markdown(folder: str, report: dict) -> str:
+    lines = [f"{folder}", "", "| task | episodes | success with help | share of all steps by the person | undesirable steps | "
+             "takeovers by trigger (steps) |", "|---|---|---|---|---|---|"]
+    tasks = report["tasks"]
+    for task, row in tasks.items():
         trig = "; ".join(f"{k} x{len(v)} ({', '.join(map(str, v))})" for k, v in row["triggers"].items()) or "none"
         lines.append(f"| {task} | {row['episodes']} | {row['successes']}/{row['episodes']} | "
-                     f"{row['intervention_share']:.1%} | {trig} |")
-    total = sum(r["intervention_share"] for r in report.values())
-    lines.append(f"| all | {sum(r['episodes'] for r in report.values())} | "
-                 f"{sum(r['successes'] for r in report.values())}/{sum(r['episodes'] for r in report.values())} | "
-                 f"{total:.1%} | |")
+                     f"{row['intervention_share']:.1%} | {row['undesirable_steps']} | {trig} |")
+    lo, hi = report["intervention_rate_ci95"]
+    episodes = sum(r["episodes"] for r in tasks.values())
+    lines.append(f"| all | {episodes} | {sum(r['successes'] for r in tasks.values())}/{episodes} | "
+                 f"{report['intervention_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}) | "
+                 f"{sum(r['undesirable_steps'] for r in tasks.values())} | |")
     return "\n".join(lines)
 
 
