@@ -9,7 +9,7 @@ For the episodes that lifted the object, it also fits the object's height at its
 the goal against the goal's height (slope 1: the policy lifts to wherever the goal is; 0: it ignores
 the goal's height). pick-place's goal floats 5-30 cm above the table.
 
-    python benchmarks/failure_modes.py --policy runs/fast15k/train/policy              # ~3 min
+    python benchmarks/failure_modes.py --policy runs/fast15k/train/policy --name fast15k  # ~4 min
     python benchmarks/failure_modes.py --policy runs/pin/train/policy --goal-pin --name pin
 
 Writes ``benchmarks/results/failure_modes_<name>.json`` and prints a markdown table.

@@ -45,7 +45,7 @@ def folder_report(folder: str) -> dict:
     steps: dict[str, list[tuple[int, int]]] = {}
     for ep in episodes:
         row = tasks.setdefault(ep.task, {"episodes": 0, "successes": 0, "human_steps": 0,
-                                                "undesirable_steps": 0, "triggers": {}})
+                                         "undesirable_steps": 0, "triggers": {}})
         human = int((ep.labels == LABEL_HUMAN).sum())
         row["episodes"] += 1
         row["successes"] += int(ep.success)
