@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from apo.envs import EnvConfig, make_env
+from apo.envs import EnvConfig, get_task, make_env
 from apo.evaluation.rollout import EVAL_SEED_BASE
 from apo.models import VLAPolicy
+from apo.registry import UnknownNameError
 
 LIFTED, ON_TABLE = 0.02, 0.01  # metres above the object's start height
 GOAL_HEIGHT_BINS = (0.0, 0.12, 0.2, 0.31)  # metres: pick-place's goal height range (0.05-0.30) in three
@@ -105,6 +106,13 @@ def main() -> None:
     parser.add_argument("--goal-pin", action="store_true", help="render the goal pin (a policy trained with it)")
     parser.add_argument("--name", default="base", help="suffix of the results file")
     args = parser.parse_args()
+    if args.episodes < 1:
+        raise SystemExit(f"--episodes must be >= 1, got {args.episodes}")
+    try:
+        for task in args.tasks:
+            get_task(task)
+    except UnknownNameError as err:
+        raise SystemExit(str(err)) from None
     if not (Path(args.policy) / "config.json").exists():
         raise SystemExit(f"{args.policy} is not a saved policy folder (no config.json); pass e.g. runs/<run>/train/policy")
     torch.set_num_threads(1)

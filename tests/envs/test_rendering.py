@@ -64,3 +64,23 @@ def test_the_pin_is_only_drawn_not_simulated():
         finally:
             env.close()
     np.testing.assert_array_equal(states[False], states[True])
+
+
+def test_the_reset_fix_leaves_the_dynamics_alone():
+    """The wrapped env (with its kinematics pass at reset) steps exactly like the raw MetaWorld env."""
+    env, other = make_env("pick-place-v3"), make_env("pick-place-v3")
+    expert = ScriptedExpert("pick-place-v3")
+    try:
+        _, info = env.reset(seed=HIGH_GOAL)
+        raw = other.raw_env
+        raw.seed(HIGH_GOAL)
+        raw_state, _ = raw.reset()
+        np.testing.assert_array_equal(info["state"], raw_state)
+        for _ in range(30):
+            action = expert.act(info["state"])
+            _, _, _, _, info = env.step(action)
+            raw_state, *_ = raw.step(np.clip(action, -1.0, 1.0).astype(np.float32))
+            np.testing.assert_array_equal(info["state"], raw_state)
+    finally:
+        env.close()
+        other.close()
