@@ -126,6 +126,23 @@ def test_missing_tokenizer_file_is_a_clean_error(tmp_path, tiny_dataset, monkeyp
     assert str(missing) in err and "apo fit-tokenizer" in err and "Traceback" not in err
 
 
+def test_evaluating_with_other_images_is_a_clean_error(tmp_path, tiny_policy, monkeypatch, capsys):
+    from apo.cli.main import main
+    from apo.envs import EnvConfig
+
+    tiny_policy.rendering = EnvConfig(image_size=tiny_policy.config.image_size, goal_pin=True).rendering()
+    try:
+        path = tiny_policy.save(tmp_path / "policy")
+    finally:
+        tiny_policy.rendering = None
+    monkeypatch.setattr(sys, "argv", ["apo", "eval", "--policy", str(path), "--out", str(tmp_path / "eval"),
+                                      "--eval.episodes", "1", "--env.image-size", str(tiny_policy.config.image_size)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2 and "--env.goal-pin" in err and "Traceback" not in err
+
+
 def test_compare_command_prints_table_and_writes_chart(tmp_path, monkeypatch, capsys):
     import json
 

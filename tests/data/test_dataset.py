@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from apo.data.dataset import StepData, action_chunks
+from apo.data.dataset import AUTONOMOUS, EXPERT, StepData, action_chunks
 from apo.tokenizers import BinActionTokenizer
 
 
@@ -101,6 +101,26 @@ def test_batch_gathers_rows(two_episodes, tok3):
     assert b["index"].tolist() == idx.tolist()
     assert b["labels"].tolist() == [2, 0, 0, 2]
     torch.testing.assert_close(b["policy_chunks"], data.policy_chunks[idx])
+
+
+def test_select_keeps_rows_and_their_whole_episode_chunks(two_episodes, tok3):
+    data = StepData.from_episodes(list(two_episodes), tok3)
+    keep = torch.tensor([0, 0, 0, 1, 0, 1, 0, 0, 1], dtype=torch.bool)
+    sub = data.select(keep)
+    assert len(sub) == 3 and sub.instructions == data.instructions
+    for name in ("images", "proprio", "instruction_ids", "chunks", "tokens", "labels", "episode_ids",
+                 "is_expert", "policy_chunks", "policy_tokens"):
+        torch.testing.assert_close(getattr(sub, name), getattr(data, name)[[3, 5, 8]], rtol=0, atol=0)
+    # step 3 of ep0 keeps the chunk cut from its episode (its dropped successor's action included)
+    np.testing.assert_array_equal(sub.chunks[0].numpy(), two_episodes[0].actions[[3, 4, 4]])
+    assert sub.categories.tolist() == [EXPERT, AUTONOMOUS, AUTONOMOUS]
+
+
+@pytest.mark.parametrize("keep", [torch.ones(8, dtype=torch.bool), torch.ones(9, dtype=torch.long)])
+def test_select_rejects_a_bad_mask(two_episodes, tok3, keep):
+    data = StepData.from_episodes(list(two_episodes), tok3)
+    with pytest.raises(ValueError, match="bool mask of shape"):
+        data.select(keep)
 
 
 def test_step_data_rejects_mixed_image_sizes(make_episode, tok3):

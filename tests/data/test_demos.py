@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,8 @@ def test_rollout_expert_records_clean_actions_and_is_seeded(pick_place_env, task
     np.testing.assert_array_equal(ep.images[:20], ref.images)
     np.testing.assert_allclose(ep.actions[:20], ref.actions)
     assert ep.success and ep.dones[-1] and len(ep) < env.max_steps
+    assert json.loads(ep.extras["rendering"]) == env.config.rendering()  # and the stored ones kept it:
+    assert json.loads(ref.extras["rendering"])["image_size"] == ref.images.shape[1]
     # recorded action at t is the expert's action for the observation at t
     _, info = env.reset(seed=1)
     np.testing.assert_array_equal(ep.actions[0], expert.act(info["state"]))

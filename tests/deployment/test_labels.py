@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from apo.data.episode import LABEL_HUMAN as H, LABEL_POLICY as P, LABEL_UNDESIRABLE as U
-from apo.deployment.labels import relabel_pre_takeover, relabel_with_k, takeover_steps
+from apo.deployment.labels import policy_steps_before_window, relabel_pre_takeover, relabel_with_k, takeover_steps
 
 
 def L(*xs) -> np.ndarray:
@@ -176,3 +176,20 @@ def test_relabeling_is_per_episode_and_would_leak_if_concatenated():
     joint = relabel_pre_takeover(np.concatenate([ep4, ep3]), k)
     assert (joint[: len(ep4)] == U).any(), "the concatenated version leaks across the boundary"
     np.testing.assert_array_equal(relabel_pre_takeover(ep4, k), ep4)
+
+
+# ----- policy_steps_before_window -----
+
+def test_policy_steps_before_window_hand_worked():
+    labels = relabel_pre_takeover(L(P, P, P, P, P, H, H, P, P, H, P, P), k=2)
+    assert labels.tolist() == [P, P, P, U, U, H, H, U, U, H, P, P]
+    # stretch 0-4 ends in a takeover: its policy steps before the window (0-2) are marked; the second
+    # stretch is all window; the last one ends with the episode, not a takeover
+    assert policy_steps_before_window(labels).tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_policy_steps_before_window_none_without_takeover():
+    for labels in (L(P, P, P), L(H, H, P, P), L(H), np.array([], np.int8)):
+        assert not policy_steps_before_window(labels).any()
+    with pytest.raises(ValueError, match="1-d"):
+        policy_steps_before_window(np.ones((2, 3), np.int8))

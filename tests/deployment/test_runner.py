@@ -157,6 +157,7 @@ def test_the_sources_triggers_are_recorded_with_the_episode(env, policy):
     src = Reporting(takeover_at(range(4, 6)))
     ep, _ = run_episode(env, policy, src, seed=1, cfg=DeployConfig(execute_steps=1))
     assert ep.extras["triggers"] == "3:divergence 9:no_progress"
+    assert json.loads(ep.extras["rendering"]) == env.config.rendering()
     assert episode_triggers(ep) == [(3, "divergence"), (9, "no_progress")]  # round trip
 
 
@@ -319,6 +320,15 @@ def test_a_missing_device_fails_before_any_env_is_built(policy, tmp_path, monkey
     with pytest.raises(DeviceNotFoundError, match="plug one in"):
         collect_interactions(policy, (TASK,), 1, no_gamepad, tmp_path / "interactions")
     assert built == [] and not list((tmp_path / "interactions" / "episodes").glob("*.hdf5"))
+
+
+def test_a_policy_trained_on_other_images_fails_before_any_env_is_built(policy, tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(collect_mod, "make_env", lambda task, cfg: built.append(task))
+    monkeypatch.setattr(policy, "rendering", EnvConfig(goal_pin=True).rendering())
+    with pytest.raises(ValueError, match="goal_pin True there, False here.*--env.goal-pin"):
+        collect_interactions(policy, (TASK,), 1, lambda task: None, tmp_path / "interactions")
+    assert built == []
 
 
 def test_trigger_counts_per_task():

@@ -183,3 +183,32 @@ def test_any_metaworld_v3_task_works():
 def test_env_config_validation(kwargs):
     with pytest.raises(ValueError):
         EnvConfig(**kwargs)
+
+
+# ----- the rendering recorded with episodes and policies (pure data, nothing rendered) -----
+
+def test_rendering_record_is_json_and_checks_what_it_holds():
+    import json
+
+    from apo.envs import CameraConfig
+    from apo.envs.metaworld_env import check_rendering
+
+    rec = EnvConfig(goal_pin=True).rendering()
+    assert json.loads(json.dumps(rec)) == rec
+    check_rendering(rec, EnvConfig(goal_pin=True, max_steps=20))  # the step cap does not change images
+    check_rendering(None, EnvConfig(image_size=96))  # nothing recorded: nothing to check
+    check_rendering({"image_size": 96}, EnvConfig(image_size=96, goal_pin=True))  # an old policy: size only
+    with pytest.raises(ValueError, match=r"camera .*'distance': 0.95.* there, .*'distance': 2.0.*--env.camera.distance 0.95"):
+        check_rendering(EnvConfig().rendering(), EnvConfig(camera=CameraConfig(distance=2.0)))
+
+
+def test_recorded_rendering_of_episodes():
+    import json
+
+    from apo.envs.metaworld_env import recorded_rendering
+
+    pin, plain = (json.dumps(EnvConfig(goal_pin=g).rendering()) for g in (True, False))
+    assert recorded_rendering([{"rendering": pin}, {"rendering": pin}, {}], "demos") == json.loads(pin)
+    assert recorded_rendering([{}, {"takeovers": "1"}], "demos") is None
+    with pytest.raises(ValueError, match="demos mixes episodes rendered differently"):
+        recorded_rendering([{"rendering": pin}, {"rendering": plain}], "demos")

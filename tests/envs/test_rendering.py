@@ -84,3 +84,18 @@ def test_the_reset_fix_leaves_the_dynamics_alone():
     finally:
         env.close()
         other.close()
+
+
+def test_renders_offscreen_when_mujoco_gl_is_unset():
+    """A fresh shell has no MUJOCO_GL: importing apo.envs must choose EGL before mujoco is first imported
+    (mujoco otherwise picks GLFW, which needs a display, and `apo collect-demos` fails on its first env)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
+    code = ("from apo.envs import make_env; e = make_env('reach-v3'); o, _ = e.reset(seed=0); "
+            "print(o['image'].shape, o['image'].std() > 0); e.close()")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(64, 64, 3) True"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from apo.envs import EnvConfig
+from apo.envs import CameraConfig, EnvConfig
 from apo.evaluation import EVAL_SEED_BASE, EvalConfig, TaskResult, evaluate, success_table
 from apo.evaluation.rollout import results_to_dict
 
@@ -49,8 +50,19 @@ def test_episodes_beyond_parallel_envs_run_in_further_batches(tiny_policy, task)
 
 
 def test_image_size_mismatch(tiny_policy, task):
-    with pytest.raises(ValueError, match="64 px"):
+    with pytest.raises(ValueError, match="image_size 64 there, 32 here.*--env.image-size 64"):
         evaluate(tiny_policy, EvalConfig(tasks=(task,), episodes=1), EnvConfig(image_size=32))
+
+
+@pytest.mark.parametrize("trained, deployed, fix", [
+    (EnvConfig(goal_pin=True), EnvConfig(), "--env.goal-pin"),
+    (EnvConfig(), EnvConfig(goal_pin=True), "leave out --env.goal-pin"),
+    (EnvConfig(), EnvConfig(camera=CameraConfig(azimuth=90.0)), "--env.camera.azimuth 140.0"),
+])
+def test_rendering_mismatch_names_the_fix(tiny_policy, task, trained, deployed, fix, monkeypatch):
+    monkeypatch.setattr(tiny_policy, "rendering", trained.rendering())
+    with pytest.raises(ValueError, match=re.escape(fix)):
+        evaluate(tiny_policy, EvalConfig(tasks=(task,), episodes=1), deployed)
 
 
 @pytest.mark.parametrize("kwargs", [dict(episodes=0), dict(parallel_envs=0), dict(execute_steps=0),

@@ -98,6 +98,17 @@ def test_save_load_round_trip(tmp_path, tiny_policy, obs_batch):
     b, ib = loaded.act_batch(*obs_batch, return_info=True)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ia["tokens"], ib["tokens"])
+    # nothing recorded about its images: deployment checks at least the image size
+    assert loaded.rendering is None and loaded.rendering_to_match() == {"image_size": tiny_policy.config.image_size}
+
+
+def test_save_load_keeps_the_rendering(tmp_path, tiny_policy):
+    rec = {"image_size": tiny_policy.config.image_size, "camera": {"azimuth": 90.0}, "goal_pin": True}
+    tiny_policy.rendering = rec
+    try:
+        assert VLAPolicy.load(tiny_policy.save(tmp_path / "policy")).rendering_to_match() == rec
+    finally:
+        tiny_policy.rendering = None
 
 
 def test_save_overwrites_atomically(tmp_path, make_policy):

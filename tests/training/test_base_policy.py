@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,8 @@ def test_train_base_policy_saves_a_loadable_policy(tmp_path, tiny_dataset, tiny_
     args = (ep.images[:2], ep.proprio[:2], [ep.instruction] * 2)
     np.testing.assert_array_equal(policy.act_batch(*args), loaded.act_batch(*args))
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "metrics.jsonl").exists()
+    # the demos' rendering travels with the policy, so deploying it with other images is caught
+    assert loaded.rendering == policy.rendering == json.loads(ep.extras["rendering"])
 
 
 # ----- the FAST tokenizer in the recipe -----

@@ -243,6 +243,38 @@ def test_refine_relabels_interactions_with_another_k(folders, k, counts):
     assert meta["config"]["k_undesirable"] == k
 
 
+@pytest.mark.parametrize("mode, autonomous", [("desirable", 7), ("drop", 3)])
+def test_refine_drops_policy_steps_before_the_undesirable_window(folders, mode, autonomous):
+    # stretches ending in a takeover: steps 0-1 of [1,1,0,0,2,...] and 3-4 of [0,2,2,1,1,0,2,1]
+    root, base, inter, _ = folders
+    out = root / f"out_prewindow_{mode}"
+    cfg = small_cfg(objective="kto", demos_per_task=0, pre_window_steps=mode,
+                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
+    refine(base, inter, None, out, cfg)
+    meta = json.loads((out / "refine_config.json").read_text())
+    assert meta["steps_per_category"] == {"undesirable": 4, "autonomous": autonomous, "correction": 5, "expert": 0}
+    assert meta["pre_window_steps"] == 4
+    cache = torch.load(out / "reference_cache.pt", weights_only=False)
+    assert len(cache["tokens"]) == 16 - (4 if mode == "drop" else 0)  # only the kept steps were scored
+
+
+def test_refine_rejects_data_rendered_otherwise_than_the_base(folders, tmp_path):
+    from apo.envs import EnvConfig
+    from apo.models import VLAPolicy
+
+    root, base, inter, _ = folders
+    other = VLAPolicy.load(base)
+    other.rendering = EnvConfig(goal_pin=True).rendering()
+    pinned = tmp_path / "pinned"
+    w = EpisodeWriter(pinned)
+    for ep in interaction_episodes():
+        ep.extras["rendering"] = json.dumps(EnvConfig().rendering())
+        w.write(ep)
+    DatasetStats.compute(load_episodes(pinned)).save(pinned)
+    with pytest.raises(ValueError, match="collect them with the base policy's --env"):
+        refine(other.save(tmp_path / "base_pin"), pinned, None, tmp_path / "out", small_cfg(objective="hg-dagger"))
+
+
 def test_refine_config_rejects_negative_k():
     with pytest.raises(ValueError, match="k_undesirable"):
         RefineConfig(k_undesirable=-1)
@@ -309,7 +341,8 @@ def test_refine_config_cached_reference_with_augmentation_raises():
 
 
 @pytest.mark.parametrize("kw", [dict(beta=0.0), dict(beta_d=-1.0), dict(beta_u=0.0), dict(lora_rank=-1),
-                                dict(kl_samples=0), dict(demos_per_task=-1), dict(anchor_weight=-0.1)])
+                                dict(kl_samples=0), dict(demos_per_task=-1), dict(anchor_weight=-0.1),
+                                dict(pre_window_steps="ignore")])
 def test_refine_config_bad_values_raise(kw):
     with pytest.raises(ValueError):
         RefineConfig(**kw)

@@ -14,6 +14,7 @@ def main() -> None:
 
     from apo.data.storage import DatasetError
     from apo.deployment.devices import DeviceNotFoundError
+    from apo.envs.metaworld_env import RenderingMismatchError
     from apo.evaluation.protocol import RunConfigMismatchError
     from apo.evaluation.report import EvalFileError
     from apo.models.policy import PolicyLoadError
@@ -23,7 +24,7 @@ def main() -> None:
     try:
         _run()
     except (DatasetError, PolicyLoadError, UnknownNameError, DeviceNotFoundError, RunConfigMismatchError,
-            TokenizerFileError, EvalFileError) as e:
+            TokenizerFileError, EvalFileError, RenderingMismatchError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}")
         sys.exit(2)
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ the episode's last action, never by reaching into the next episode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -82,6 +82,15 @@ class StepData:
             policy_chunks=policy_chunks,
             policy_tokens=policy_tokens,
         )
+
+    def select(self, keep: torch.Tensor) -> "StepData":
+        """The steps where the (N,) bool mask ``keep`` is true (chunks were cut from whole episodes, so a
+        kept step's chunk still holds the actions that followed it)."""
+        keep = torch.as_tensor(keep)
+        if keep.dtype != torch.bool or keep.shape != (len(self),):
+            raise ValueError(f"keep must be a bool mask of shape ({len(self)},), got {keep.dtype} {tuple(keep.shape)}")
+        return StepData(**{f.name: v[keep] if isinstance(v := getattr(self, f.name), torch.Tensor) else v
+                            for f in fields(self)})
 
     def batch(self, idx: torch.Tensor, lang_table: torch.Tensor) -> dict[str, torch.Tensor]:
         """Gather a training batch; ``lang_table`` is (len(instructions), 384) embeddings."""

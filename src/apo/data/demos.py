@@ -13,6 +13,7 @@ from apo.data.episode import LABEL_HUMAN, Episode
 from apo.data.stats import DatasetStats
 from apo.data.storage import EpisodeWriter, load_episodes
 from apo.envs import EnvConfig, ScriptedExpert, make_env
+from apo.envs.metaworld_env import rendering_extras
 
 DEMO_SEED_BASE = 0
 """Demo episodes use env seeds from here on; evaluation uses EVAL_SEED_BASE (disjoint)."""
@@ -63,6 +64,7 @@ def rollout_expert(env, expert: ScriptedExpert, seed: int, action_noise: float =
         task=env.task_name, instruction=env.instruction, images=np.stack(images), proprio=np.stack(proprio),
         actions=np.stack(actions), rewards=np.asarray(rewards, np.float32), dones=dones,
         labels=np.full(T, LABEL_HUMAN, np.int8), success=success, seed=seed, source="expert",
+        extras=rendering_extras(env),
     )
 
 

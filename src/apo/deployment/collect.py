@@ -21,6 +21,7 @@ from apo.deployment.labels import takeover_steps
 from apo.deployment.runner import DeployConfig, EpisodeSummary, episode_triggers, run_episode
 from apo.deployment.sources import InterventionSource
 from apo.envs import EnvConfig, make_env
+from apo.envs.metaworld_env import check_rendering
 
 INTERACTION_SEED_BASE = 1_000_000
 """Interaction episodes use env seeds from here on (disjoint from demo and eval seeds)."""
@@ -83,6 +84,7 @@ def collect_interactions(
     env_cfg: EnvConfig = EnvConfig(),
     seed: int = 0,
 ) -> CollectionSummary:
+    check_rendering(policy.rendering_to_match(), env_cfg)
     out = Path(out)
     writer = EpisodeWriter(out)
     done: list[EpisodeSummary] = _summary_of_recorded(out) if writer.num_episodes else []

@@ -13,6 +13,10 @@ Rules (one episode at a time; never reaches into another episode or a demonstrat
 
 ``relabel_with_k`` changes the K of recorded labels afterwards (e.g. ``apo refine --refine.k-undesirable``):
 the undesirable steps were policy steps, so they are reset to 1 and the window is drawn again.
+
+``policy_steps_before_window`` finds the policy steps (1) of a stretch that ended in a takeover but lie
+before its K-step window: with a person who steps in after a stall they look like the undesirable ones
+(``apo refine --refine.pre-window-steps drop`` leaves them out).
 """
 
 from __future__ import annotations
@@ -52,3 +56,22 @@ def relabel_with_k(labels: np.ndarray, k: int) -> np.ndarray:
     """Recorded labels (0/1/2) of one episode relabeled with another window K, as if collected with it."""
     labels = np.asarray(labels)
     return relabel_pre_takeover(np.where(labels == LABEL_UNDESIRABLE, LABEL_POLICY, labels), k)
+
+
+def policy_steps_before_window(labels: np.ndarray) -> np.ndarray:
+    """(T,) bool: the label-1 steps of one episode whose stretch of policy steps ends in a takeover.
+
+    A stretch is a run of policy steps (0 or 1) between human steps; its 0s are the undesirable window,
+    so what this marks are its earlier steps, still labelled desirable. Stretches that end with the
+    episode are not marked.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels of one episode must be 1-d, got shape {labels.shape}")
+    out = np.zeros(labels.shape, bool)
+    for t in takeover_steps(labels):
+        s = t - 1
+        while s >= 0 and labels[s] != LABEL_HUMAN:
+            out[s] = labels[s] == LABEL_POLICY
+            s -= 1
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 from apo.data.episode import LABEL_HUMAN, LABEL_POLICY, Episode
 from apo.deployment.labels import relabel_pre_takeover, takeover_steps
 from apo.deployment.sources import InterventionSource, StepContext
+from apo.envs.metaworld_env import rendering_extras
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def run_episode(env, policy, source: InterventionSource, seed: int, cfg: DeployC
         extras={"source": source.name, "takeovers": str(summary.takeovers), "mark": str(mark),
                 "aborted": str(aborted), "k_undesirable": str(cfg.k_undesirable),
                 # what made the person take over, "step:trigger" (sources that report triggers)
-                "triggers": " ".join(f"{t}:{name}" for t, name in getattr(source, "triggers", []))},
+                "triggers": " ".join(f"{t}:{name}" for t, name in getattr(source, "triggers", [])),
+                **rendering_extras(env)},
     )
     return episode, summary

@@ -15,8 +15,9 @@ task name (``"pick-place-v3+texture"``) or :meth:`MetaWorldEnv.perturb` on a liv
 
 from __future__ import annotations
 
+import json
 import string
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -50,6 +51,52 @@ class EnvConfig:
             raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
         if self.max_steps is not None and not 1 <= self.max_steps <= 500:
             raise ValueError(f"max_steps must be in [1, 500] (MetaWorld's cap), got {self.max_steps}")
+
+    def rendering(self) -> dict[str, Any]:
+        """What the images depend on, as recorded with episodes and policies (JSON-ready)."""
+        return {"image_size": self.image_size, "camera": {k: list(v) if isinstance(v, tuple) else v
+                                                          for k, v in asdict(self.camera).items()},
+                "goal_pin": self.goal_pin}
+
+
+class RenderingMismatchError(ValueError):
+    """A policy or dataset meets images rendered otherwise than its own; the message names the options."""
+
+
+def rendering_extras(env: Any) -> dict[str, str]:
+    """``{"rendering": <json>}`` for an episode recorded in ``env`` (empty for an env without an EnvConfig)."""
+    cfg = getattr(env, "config", None)
+    return {"rendering": json.dumps(cfg.rendering())} if isinstance(cfg, EnvConfig) else {}
+
+
+def recorded_rendering(extras: list[dict[str, str]], what: str) -> dict[str, Any] | None:
+    """The one rendering recorded in these episodes' extras (None if none recorded); mixed ones raise."""
+    found = {e["rendering"] for e in extras if "rendering" in e}
+    if len(found) > 1:
+        raise RenderingMismatchError(f"{what} mixes episodes rendered differently ({sorted(found)}); "
+                         "keep one rendering per dataset (--env.* options)")
+    return json.loads(found.pop()) if found else None
+
+
+def check_rendering(recorded: dict[str, Any] | None, env_cfg: EnvConfig, what: str = "the policy") -> None:
+    """Raise if ``env_cfg`` renders differently from ``recorded`` (an ``EnvConfig.rendering()``, possibly
+    with only some keys, e.g. an old policy's image size alone); None: nothing recorded, nothing to check."""
+    if not recorded:
+        return
+    now = env_cfg.rendering()
+    fixes = {
+        "image_size": f"--env.image-size {recorded.get('image_size')}",
+        "goal_pin": "--env.goal-pin" if recorded.get("goal_pin") else "leave out --env.goal-pin",
+        "camera": " ".join(f"--env.camera.{k} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v))
+                           for k, v in (recorded.get("camera") or {}).items()),
+    }
+    wrong = [k for k in recorded if k in now and now[k] != recorded[k]]
+    if wrong:
+        raise RenderingMismatchError(
+            f"{what} was made with other images than this env renders: "
+            + "; ".join(f"{k} {recorded[k]} there, {now[k]} here" for k in wrong)
+            + ". Deploy with the rendering it was made with: " + "; ".join(fixes[k] for k in wrong if k in fixes)
+        )
 
 
 class MetaWorldEnv(gym.Env):

@@ -17,13 +17,9 @@ afterwards is shown only after :meth:`FastRenderer.upload_texture` (``mujoco.mjr
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: 1 thread is as fast as 2, leaves a core for torch
-
-import mujoco
+import mujoco  # MUJOCO_GL=egl is set in apo/envs/__init__.py, which runs before this module
 import numpy as np
 
 

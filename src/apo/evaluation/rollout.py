@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from apo.envs import DEV_SUITE, EnvConfig, make_env
+from apo.envs.metaworld_env import check_rendering
 from apo.evaluation.report import wilson
 from apo.evaluation.video import write_video
 
@@ -125,11 +126,7 @@ def run_task(policy, task: str, cfg: EvalConfig, env_cfg: EnvConfig, video_dir: 
 
 def evaluate(policy, cfg: EvalConfig = EvalConfig(), env_cfg: EnvConfig = EnvConfig(),
              out_dir: str | os.PathLike | None = None) -> dict[str, TaskResult]:
-    if policy.config.image_size != env_cfg.image_size:
-        raise ValueError(
-            f"the policy was trained on {policy.config.image_size} px images but the env renders "
-            f"{env_cfg.image_size} px; pass --env.image-size {policy.config.image_size}"
-        )
+    check_rendering(policy.rendering_to_match(), env_cfg)
     out = Path(out_dir) if out_dir is not None else None
     video_dir = out / "videos" if (out is not None and (cfg.videos_per_task or cfg.videos_per_outcome)) else None
     results: dict[str, TaskResult] = {}

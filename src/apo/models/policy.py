@@ -48,6 +48,12 @@ class VLAPolicy(torch.nn.Module):
         self.model.proprio_mean.copy_(torch.tensor(stats.proprio_mean))
         self.model.proprio_std.copy_(torch.tensor(stats.proprio_std))
         self._instructions: dict[str, torch.Tensor] = {}
+        self.rendering: dict[str, Any] | None = None
+        """How its training images were rendered (``EnvConfig.rendering()``), if the demos recorded it."""
+
+    def rendering_to_match(self) -> dict[str, Any]:
+        """What a deployment env must render like: the recorded rendering, else at least the image size."""
+        return self.rendering or {"image_size": self.config.image_size}
 
     @classmethod
     def build(cls, tokenizer: ActionTokenizer, stats: DatasetStats, **model_kwargs: Any) -> "VLAPolicy":
@@ -128,6 +134,7 @@ class VLAPolicy(torch.nn.Module):
         meta = {
             "format": POLICY_FORMAT, "model": asdict(self.config), "tokenizer": self.tokenizer.to_dict(),
             "stats": asdict(self.stats), "instructions": names,
+            **({"rendering": self.rendering} if self.rendering is not None else {}),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         if path.exists():
@@ -171,6 +178,7 @@ class VLAPolicy(torch.nn.Module):
                 policy._instructions = {n: emb[f"i{i}"] for i, n in enumerate(meta["instructions"])}
             except KeyError as e:
                 raise PolicyLoadError(f"{path / 'instructions.safetensors'} lacks embedding {e}; re-save the policy") from e
+        policy.rendering = meta.get("rendering")
         policy.eval()
         return policy
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from apo.data import DatasetStats, Episode, load_episodes
 from apo.data.dataset import StepData, action_chunks
+from apo.envs.metaworld_env import recorded_rendering
 from apo.models import VLAConfig, VLAPolicy
 from apo.objectives import OBJECTIVES
 from apo.tokenizers import TOKENIZERS, ActionTokenizer, TokenizerFileError, load_tokenizer, tokenizer_from_dict
@@ -124,6 +125,7 @@ def train_base_policy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, r
     episodes = load_episodes(data_dir)
     image_size = episodes[0].images.shape[1]
     policy = build_policy(data_dir, recipe, image_size, episodes)
+    policy.rendering = recorded_rendering([ep.extras for ep in episodes], str(data_dir))
     data = StepData.from_episodes(episodes, policy.tokenizer)
     train(policy, data, OBJECTIVES.get("bc")(), recipe.train, out_dir, desc="behaviour cloning")
     if distributed.is_main():

@@ -17,12 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from apo.data import Episode, load_episodes
 from apo.data.balanced import BalancedSampler, BucketShares
 from apo.data.dataset import CATEGORY_NAMES, StepData
-from apo.deployment.labels import relabel_with_k
+from apo.deployment.labels import policy_steps_before_window, relabel_with_k
+from apo.envs.metaworld_env import RenderingMismatchError, recorded_rendering
 from apo.models import VLAPolicy
 from apo.models.lora import add_lora, merge_lora
 from apo.objectives import OBJECTIVES
@@ -66,6 +68,11 @@ class RefineConfig:
     k_undesirable: int | None = None
     """Relabel the interaction episodes with this many undesirable policy steps before each takeover
     (None: the K they were collected with, recorded in each episode)."""
+    pre_window_steps: Literal["desirable", "drop"] = "desirable"
+    """The policy's steps in a stretch that ended in a takeover, before its K undesirable steps. desirable:
+    pushed up with the autonomous steps (the paper). drop: left out of training; the simulated person steps
+    in after 40 steps without progress, so with K = 10 the 30 stalled steps before the window look like
+    the undesirable ones (docs/results.md, shelf-place's collapse)."""
     shares: BucketShares = field(default_factory=BucketShares)
     """Batch composition."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -82,6 +89,8 @@ class RefineConfig:
             raise ValueError(f"weight_decode must be one of {WEIGHT_DECODES}, got {self.weight_decode!r}")
         if self.k_undesirable is not None and self.k_undesirable < 0:
             raise ValueError(f"k_undesirable must be >= 0 (or None: as collected), got {self.k_undesirable}")
+        if self.pre_window_steps not in ("desirable", "drop"):
+            raise ValueError(f"pre_window_steps must be 'desirable' or 'drop', got {self.pre_window_steps!r}")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
         if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
@@ -145,11 +154,19 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
             ep.extras["k_undesirable"] = str(cfg.k_undesirable)
     if demos is not None and cfg.demos_per_task:
         episodes += select_demos(load_episodes(demos), cfg.demos_per_task)
+    rendering = recorded_rendering([ep.extras for ep in episodes], "the refinement data")
+    if rendering and policy.rendering and rendering != policy.rendering:
+        raise RenderingMismatchError(f"the refinement data were rendered with {rendering} but {base_policy} was trained on "
+                         f"{policy.rendering}; collect them with the base policy's --env.* options")
     data = StepData.from_episodes(episodes, policy.tokenizer)
+    pre_window = torch.from_numpy(np.concatenate([policy_steps_before_window(ep.labels) for ep in episodes]))
     del episodes  # the steps are in data now; the episodes' own arrays would double the images' memory
+    if cfg.pre_window_steps == "drop":
+        data = data.select(~pre_window)
     counts = {CATEGORY_NAMES[c]: int((data.categories == c).sum()) for c in CATEGORY_NAMES}
     if main:
-        (out / "refine_config.json").write_text(json.dumps({"config": asdict(cfg), "steps_per_category": counts}, indent=2))
+        (out / "refine_config.json").write_text(json.dumps({
+            "config": asdict(cfg), "steps_per_category": counts, "pre_window_steps": int(pre_window.sum())}, indent=2))
 
     objective = OBJECTIVES.get(cfg.objective).from_config(cfg)
     cache_path = Path(reference_cache) if reference_cache is not None else out / "reference_cache.pt"

@@ -43,6 +43,7 @@ from apo.deployment.labels import takeover_steps
 from apo.deployment.runner import DeployConfig, EpisodeSummary, run_episode
 from apo.deployment.sources import Decision, StepContext
 from apo.envs import EnvConfig, make_env
+from apo.envs.metaworld_env import check_rendering
 from apo.evaluation.video import upscale
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class ConsoleSession:
                  help: HelpConfig = HelpConfig()):
         if not tasks or episodes_per_task < 1:
             raise ValueError("give at least one task and episodes_per_task >= 1")
+        check_rendering(policy.rendering_to_match(), env_cfg)
         self.base_policy = policy
         self.policy = UncertaintyPolicy(policy)
         self.out = Path(out)
