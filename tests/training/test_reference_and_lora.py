@@ -227,18 +227,22 @@ def test_refine_end_to_end_writes_a_loadable_policy(folders):
     assert len((out / "metrics.jsonl").read_text().strip().splitlines()) == 4
 
 
+def refine_one_step(folders, name: str, **kw) -> dict:
+    """One refinement step on the interaction episodes alone; its refine_config.json."""
+    root, base, inter, _ = folders
+    cfg = small_cfg(demos_per_task=0, **kw,
+                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
+    refine(base, inter, None, root / name, cfg)
+    return json.loads((root / name / "refine_config.json").read_text())
+
+
 @pytest.mark.parametrize("k, counts", [
     (None, {"undesirable": 4, "autonomous": 7}),  # as recorded (K=2)
     (1, {"undesirable": 3, "autonomous": 8}),
     (3, {"undesirable": 7, "autonomous": 4}),
 ])
 def test_refine_relabels_interactions_with_another_k(folders, k, counts):
-    root, base, inter, _ = folders
-    out = root / f"out_k{k}"
-    cfg = small_cfg(objective="hg-dagger", demos_per_task=0, k_undesirable=k,
-                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
-    refine(base, inter, None, out, cfg)
-    meta = json.loads((out / "refine_config.json").read_text())
+    meta = refine_one_step(folders, f"out_k{k}", objective="hg-dagger", k_undesirable=k)
     assert meta["steps_per_category"] == {**counts, "correction": 5, "expert": 0}
     assert meta["config"]["k_undesirable"] == k
 
@@ -246,15 +250,10 @@ def test_refine_relabels_interactions_with_another_k(folders, k, counts):
 @pytest.mark.parametrize("mode, autonomous", [("desirable", 7), ("drop", 3)])
 def test_refine_drops_policy_steps_before_the_undesirable_window(folders, mode, autonomous):
     # stretches ending in a takeover: steps 0-1 of [1,1,0,0,2,...] and 3-4 of [0,2,2,1,1,0,2,1]
-    root, base, inter, _ = folders
-    out = root / f"out_prewindow_{mode}"
-    cfg = small_cfg(objective="kto", demos_per_task=0, pre_window_steps=mode,
-                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
-    refine(base, inter, None, out, cfg)
-    meta = json.loads((out / "refine_config.json").read_text())
+    meta = refine_one_step(folders, f"out_prewindow_{mode}", objective="kto", pre_window_steps=mode)
     assert meta["steps_per_category"] == {"undesirable": 4, "autonomous": autonomous, "correction": 5, "expert": 0}
     assert meta["pre_window_steps"] == 4
-    cache = torch.load(out / "reference_cache.pt", weights_only=False)
+    cache = torch.load(folders[0] / f"out_prewindow_{mode}" / "reference_cache.pt", weights_only=False)
     assert len(cache["tokens"]) == 16 - (4 if mode == "drop" else 0)  # only the kept steps were scored
 
 
