@@ -73,8 +73,9 @@ def recorded_rendering(extras: list[dict[str, str]], what: str) -> dict[str, Any
     """The one rendering recorded in these episodes' extras (None if none recorded); mixed ones raise."""
     found = {e["rendering"] for e in extras if "rendering" in e}
     if len(found) > 1:
-        raise RenderingMismatchError(f"{what} mixes episodes rendered differently ({sorted(found)}); "
-                         "keep one rendering per dataset (--env.* options)")
+        raise RenderingMismatchError(
+            f"{what} mixes episodes rendered differently ({sorted(found)}); keep one rendering per dataset "
+            "(--env.* options)")
     return json.loads(found.pop()) if found else None
 
 

@@ -156,8 +156,9 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
         episodes += select_demos(load_episodes(demos), cfg.demos_per_task)
     rendering = recorded_rendering([ep.extras for ep in episodes], "the refinement data")
     if rendering and policy.rendering and rendering != policy.rendering:
-        raise RenderingMismatchError(f"the refinement data were rendered with {rendering} but {base_policy} was trained on "
-                         f"{policy.rendering}; collect them with the base policy's --env.* options")
+        raise RenderingMismatchError(
+            f"the refinement data were rendered with {rendering} but {base_policy} was trained on "
+            f"{policy.rendering}; collect them with the base policy's --env.* options")
     data = StepData.from_episodes(episodes, policy.tokenizer)
     pre_window = torch.from_numpy(np.concatenate([policy_steps_before_window(ep.labels) for ep in episodes]))
     del episodes  # the steps are in data now; the episodes' own arrays would double the images' memory
