@@ -1,0 +1,65 @@
+"""Were the takeovers needed? Interaction episodes against the same policy alone on the same seeds.
+
+For every task: how many interaction episodes had a takeover, and on how many of those seeds the policy,
+evaluated alone (``apo eval --eval.seed-base <the collection's first seed>``), succeeds anyway. The
+simulated person steps in after a stall of ``no_progress_steps``; a takeover on a seed the policy
+finishes alone is help the robot did not need.
+
+    apo collect --policy P --out runs/x/deploy --episodes-per-task 50 --seed 100000 --env.goal-pin
+    apo eval --policy P --out runs/x/alone --env.goal-pin --eval.seed-base 1100000   # 1_000_000 + 100000
+    python benchmarks/takeovers_vs_alone.py runs/x/deploy runs/x/alone --name x
+
+Saves benchmarks/results/takeovers_vs_alone_<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from apo.data import load_episodes
+from apo.data.storage import DatasetError
+from apo.deployment.labels import takeover_steps
+from apo.evaluation.report import EvalFileError, load_eval_results
+
+
+def compare(episodes, alone: dict) -> dict[str, dict[str, int]]:
+    """Per task: episodes, episodes with a takeover, and those of them the policy succeeds on alone."""
+    out: dict[str, dict[str, int]] = {}
+    for ep in episodes:
+        if ep.task not in alone:
+            raise ValueError(f"the evaluation has no task {ep.task}; evaluate on the collection's tasks")
+        by_seed = dict(zip(alone[ep.task]["seeds"], alone[ep.task]["successes"]))
+        if ep.seed not in by_seed:
+            raise ValueError(f"seed {ep.seed} of {ep.task} was not evaluated; pass --eval.seed-base "
+                             f"{min(e.seed for e in episodes)} and as many episodes as were collected")
+        row = out.setdefault(ep.task, {"episodes": 0, "with_takeover": 0, "with_takeover_alone_succeeds": 0})
+        row["episodes"] += 1
+        if len(takeover_steps(ep.labels)):
+            row["with_takeover"] += 1
+            row["with_takeover_alone_succeeds"] += int(bool(by_seed[ep.seed]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("interactions", type=Path, help="interaction episode folder (apo collect)")
+    ap.add_argument("alone", type=Path, help="evaluation folder or eval.json on the same seeds (apo eval)")
+    ap.add_argument("--name", required=True, help="suffix of the saved JSON")
+    args = ap.parse_args()
+    try:
+        rows = compare(load_episodes(args.interactions), load_eval_results(args.alone))
+    except (DatasetError, EvalFileError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print("| task | episodes | with a takeover | of those, the policy alone succeeds |\n|---|---|---|---|")
+    for task, r in rows.items():
+        print(f"| {task} | {r['episodes']} | {r['with_takeover']} | {r['with_takeover_alone_succeeds']} |")
+    out = Path(__file__).parent / "results" / f"takeovers_vs_alone_{args.name}.json"
+    out.write_text(json.dumps({"interactions": str(args.interactions), "alone": str(args.alone), "tasks": rows}, indent=2))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
