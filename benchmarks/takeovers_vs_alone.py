@@ -31,7 +31,11 @@ def compare(episodes, alone: dict) -> dict[str, dict[str, int]]:
     for ep in episodes:
         if ep.task not in alone:
             raise ValueError(f"the evaluation has no task {ep.task}; evaluate on the collection's tasks")
-        by_seed = dict(zip(alone[ep.task]["seeds"], alone[ep.task]["successes"]))
+        res = alone[ep.task]
+        if not isinstance(res, dict) or "seeds" not in res or "successes" not in res:
+            raise ValueError(f"the evaluation of {ep.task} lists no per-episode seeds and successes; "
+                             "rerun it with the current `apo eval`")
+        by_seed = dict(zip(res["seeds"], res["successes"]))
         if ep.seed not in by_seed:
             raise ValueError(f"seed {ep.seed} of {ep.task} was not evaluated; pass --eval.seed-base "
                              f"{min(e.seed for e in episodes)} and as many episodes as were collected")
