@@ -3,7 +3,9 @@
 Reads recorded interaction folders (``apo collect``, a benchmark's ``interactions/``, a loop's
 ``round_<r>/interactions/``) and prints one markdown table per folder: episodes, success with help,
 intervention rate (person's steps / all steps of the folder, so the task rows add up to the total),
-takeovers, and takeovers per trigger with the steps at which they fired. The folder's intervention
+takeovers, and takeovers per trigger with the steps at which they fired; and how many of the person's
+steps went into episodes that failed even with the help (the person held control, handed back, and the
+episode still ran out). The folder's intervention
 rate gets a 95% bootstrap interval (episodes resampled within each task): how far a round's rate can
 move by which episodes it happened to draw.
 
@@ -45,11 +47,16 @@ def folder_report(folder: str) -> dict:
     steps: dict[str, list[tuple[int, int]]] = {}
     for ep in episodes:
         row = tasks.setdefault(ep.task, {"episodes": 0, "successes": 0, "human_steps": 0,
-                                         "undesirable_steps": 0, "triggers": {}})
+                                         "episodes_with_help": 0, "failed_with_help": 0,
+                                         "human_steps_in_failures": 0, "undesirable_steps": 0, "triggers": {}})
         human = int((ep.labels == LABEL_HUMAN).sum())
         row["episodes"] += 1
         row["successes"] += int(ep.success)
         row["human_steps"] += human
+        if human:
+            row["episodes_with_help"] += 1
+            row["failed_with_help"] += int(not ep.success)
+            row["human_steps_in_failures"] += 0 if ep.success else human
         row["undesirable_steps"] += int((ep.labels == LABEL_UNDESIRABLE).sum())
         steps.setdefault(ep.task, []).append((human, len(ep)))
         for step, name in episode_triggers(ep):
@@ -61,19 +68,32 @@ def folder_report(folder: str) -> dict:
     return {"tasks": tasks, "intervention_rate": rate, "intervention_rate_ci95": bootstrap_rate(steps)}
 
 
+def _summed(rows) -> dict[str, int]:
+    keys = ("human_steps", "human_steps_in_failures", "episodes_with_help", "failed_with_help")
+    rows = list(rows)
+    return {k: sum(r[k] for r in rows) for k in keys}
+
+
+def failed_share(row: dict) -> str:
+    """"<person's steps in failed episodes>/<person's steps> (<failed>/<helped> episodes)"."""
+    return (f"{row['human_steps_in_failures']}/{row['human_steps']} "
+            f"({row['failed_with_help']}/{row['episodes_with_help']} helped episodes failed)")
+
+
 def markdown(folder: str, report: dict) -> str:
     lines = [f"{folder}", "", "| task | episodes | success with help | share of all steps by the person | undesirable steps | "
-             "takeovers by trigger (steps) |", "|---|---|---|---|---|---|"]
+             "person's steps in episodes that failed anyway | takeovers by trigger (steps) |", "|---|---|---|---|---|---|---|"]
     tasks = report["tasks"]
     for task, row in tasks.items():
         trig = "; ".join(f"{k} x{len(v)} ({', '.join(map(str, v))})" for k, v in row["triggers"].items()) or "none"
         lines.append(f"| {task} | {row['episodes']} | {row['successes']}/{row['episodes']} | "
-                     f"{row['intervention_share']:.1%} | {row['undesirable_steps']} | {trig} |")
+                     f"{row['intervention_share']:.1%} | {row['undesirable_steps']} | {failed_share(row)} | {trig} |")
     lo, hi = report["intervention_rate_ci95"]
     episodes = sum(r["episodes"] for r in tasks.values())
     lines.append(f"| all | {episodes} | {sum(r['successes'] for r in tasks.values())}/{episodes} | "
                  f"{report['intervention_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}) | "
-                 f"{sum(r['undesirable_steps'] for r in tasks.values())} | |")
+                 f"{sum(r['undesirable_steps'] for r in tasks.values())} | "
+                 f"{failed_share(_summed(tasks.values()))} | |")
     return "\n".join(lines)
 
 
