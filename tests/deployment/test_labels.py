@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from apo.data.episode import LABEL_HUMAN as H, LABEL_POLICY as P, LABEL_UNDESIRABLE as U
-from apo.deployment.labels import policy_steps_before_window, relabel_pre_takeover, relabel_with_k, takeover_steps
+from apo.deployment.labels import (
+    policy_steps_before_window, relabel_pre_takeover, relabel_with_k, takeover_steps, unrescued_person_steps,
+)
 
 
 def L(*xs) -> np.ndarray:
@@ -193,3 +195,14 @@ def test_policy_steps_before_window_none_without_takeover():
         assert not policy_steps_before_window(labels).any()
     with pytest.raises(ValueError, match="1-d"):
         policy_steps_before_window(np.ones((2, 3), np.int8))
+
+
+# ----- unrescued_person_steps -----
+
+def test_unrescued_person_steps_only_in_failed_episodes():
+    labels = L(P, U, H, H, P, H, P)
+    assert unrescued_person_steps(labels, success=False).tolist() == [0, 0, 1, 1, 0, 1, 0]
+    assert not unrescued_person_steps(labels, success=True).any()
+    assert not unrescued_person_steps(L(P, P, U), success=False).any()
+    with pytest.raises(ValueError, match="1-d"):
+        unrescued_person_steps(np.ones((2, 3), np.int8), success=False)

@@ -257,6 +257,26 @@ def test_refine_drops_policy_steps_before_the_undesirable_window(folders, mode, 
     assert len(cache["tokens"]) == 16 - (4 if mode == "drop" else 0)  # only the kept steps were scored
 
 
+@pytest.mark.parametrize("mode, corrections", [("all", 5), ("rescued", 3)])
+def test_refine_leaves_out_the_help_of_episodes_that_failed_anyway(folders, tmp_path, mode, corrections):
+    # the first episode (2 person's steps) fails, the second (3) succeeds; demos are never left out
+    root, base, _, demos = folders
+    inter = tmp_path / "interactions"
+    w = EpisodeWriter(inter)
+    for ep, success in zip(interaction_episodes(), (False, True)):
+        ep.success = success
+        w.write(ep)
+    DatasetStats.compute(load_episodes(inter)).save(inter)
+    cfg = small_cfg(demos_per_task=1, objective="kto", corrections=mode,
+                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
+    refine(base, inter, demos, tmp_path / "out", cfg)
+    meta = json.loads((tmp_path / "out" / "refine_config.json").read_text())
+    assert meta["steps_per_category"] == {"undesirable": 4, "autonomous": 7, "correction": corrections, "expert": 6}
+    assert meta["unrescued_person_steps"] == 2
+    cache = torch.load(tmp_path / "out" / "reference_cache.pt", weights_only=False)
+    assert len(cache["tokens"]) == 6 + 16 - (2 if mode == "rescued" else 0)  # only the kept steps were scored
+
+
 def test_refine_rejects_data_rendered_otherwise_than_the_base(folders, tmp_path):
     from apo.envs import EnvConfig
     from apo.models import VLAPolicy
@@ -341,7 +361,7 @@ def test_refine_config_cached_reference_with_augmentation_raises():
 
 @pytest.mark.parametrize("kw", [dict(beta=0.0), dict(beta_d=-1.0), dict(beta_u=0.0), dict(lora_rank=-1),
                                 dict(kl_samples=0), dict(demos_per_task=-1), dict(anchor_weight=-0.1),
-                                dict(pre_window_steps="ignore")])
+                                dict(pre_window_steps="ignore"), dict(corrections="some")])
 def test_refine_config_bad_values_raise(kw):
     with pytest.raises(ValueError):
         RefineConfig(**kw)

@@ -17,6 +17,9 @@ the undesirable steps were policy steps, so they are reset to 1 and the window i
 ``policy_steps_before_window`` finds the policy steps (1) of a stretch that ended in a takeover but lie
 before its K-step window: with a person who steps in after a stall they look like the undesirable ones
 (``apo refine --refine.pre-window-steps drop`` leaves them out).
+
+``unrescued_person_steps`` finds the person's steps (2) of an episode that failed despite them: help that
+did not rescue it (``apo refine --refine.corrections rescued`` leaves them out).
 """
 
 from __future__ import annotations
@@ -75,3 +78,11 @@ def policy_steps_before_window(labels: np.ndarray) -> np.ndarray:
             out[s] = labels[s] == LABEL_POLICY
             s -= 1
     return out
+
+
+def unrescued_person_steps(labels: np.ndarray, success: bool) -> np.ndarray:
+    """(T,) bool: the person's steps (2) of one episode that failed anyway; none if it succeeded."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels of one episode must be 1-d, got shape {labels.shape}")
+    return (labels == LABEL_HUMAN) & (not success)

@@ -1,0 +1,99 @@
+"""Why did the person's help not save an episode? Replays the failed rescues of an interaction folder.
+
+Interaction episodes keep images, proprioception and actions, not the simulator state. MuJoCo is
+deterministic, so resetting the env to the episode's seed and replaying its recorded actions gives the
+state back. For every episode that had a takeover and still failed, this prints the hand, the main
+object (MetaWorld state 4:7) and the goal (36:39) at the first takeover and at the end, and how far the
+object moved while the person was in control.
+
+    python benchmarks/failed_rescues.py runs/loop_hold60/round_0/interactions --tasks pick-place-v3 --goal-pin
+
+Writes ``benchmarks/results/failed_rescues_<name>.json``. Stops if a replay does not reproduce the
+recorded proprioception (recorded with other env settings, a perturbation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from apo.data import load_episodes
+from apo.data.episode import LABEL_HUMAN
+from apo.data.storage import DatasetError
+from apo.envs import EnvConfig, make_env
+from apo.registry import UnknownNameError
+
+
+def replay_states(episode, env_cfg: EnvConfig) -> np.ndarray:
+    """Simulator states of an episode, [T + 1, state_dim]: after reset to its seed and after each action."""
+    env = make_env(episode.task, env_cfg)
+    try:
+        _, info = env.reset(seed=int(episode.seed))
+        states = [info["state"]]
+        for action in episode.actions:
+            _, _, _, _, info = env.step(action)
+            states.append(info["state"])
+    finally:
+        env.close()
+    states = np.asarray(states)
+    recorded = np.asarray(episode.proprio)
+    if not np.allclose(states[: len(recorded), : recorded.shape[1]], recorded, atol=1e-4):
+        raise ValueError(f"{episode.task} seed {episode.seed}: the replay does not reproduce the recorded "
+                         "proprioception; replay with the env settings the episodes were recorded with")
+    return states
+
+
+def rescue_summary(episode, states: np.ndarray) -> dict:
+    """Hand, object and goal at the first takeover and at the end, and the object's travel under the person."""
+    human = np.asarray(episode.labels) == LABEL_HUMAN
+    first = int(np.argmax(human))
+
+    def at(t: int) -> dict:
+        s = states[t]
+        return {"step": t, "hand": s[0:3].round(3).tolist(), "object": s[4:7].round(3).tolist(),
+                "object_to_goal": round(float(np.linalg.norm(s[4:7] - s[36:39])), 3)}
+
+    steps = np.flatnonzero(human)
+    moved = float(np.linalg.norm(np.diff(states[steps][:, 4:7], axis=0), axis=1).sum()) if len(steps) > 1 else 0.0
+    return {"seed": int(episode.seed), "goal": states[0, 36:39].round(3).tolist(), "person_steps": int(human.sum()),
+            "at_takeover": at(first), "at_end": at(len(states) - 1), "object_moved_by_person": round(moved, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("interactions", type=Path, help="interaction episode folder (apo collect, a loop round)")
+    ap.add_argument("--tasks", nargs="*", default=None, help="only these tasks (default: all)")
+    ap.add_argument("--goal-pin", action="store_true", help="the episodes were recorded with --env.goal-pin")
+    ap.add_argument("--name", required=True, help="suffix of the saved JSON")
+    args = ap.parse_args()
+    try:
+        episodes = load_episodes(args.interactions)
+    except DatasetError as err:
+        sys.exit(f"error: {err}")
+    failed = [e for e in episodes if (np.asarray(e.labels) == LABEL_HUMAN).any() and not e.success
+              and (args.tasks is None or e.task in args.tasks)]
+    if not failed:
+        sys.exit("no failed episode with a takeover in that folder (and those tasks)")
+    env_cfg = EnvConfig(goal_pin=args.goal_pin)
+    out: dict[str, list[dict]] = {}
+    print("| task | seed | person's steps | object to goal at takeover -> at end (m) | object moved by the person (m) |"
+          "\n|---|---|---|---|---|")
+    for ep in failed:
+        try:
+            row = rescue_summary(ep, replay_states(ep, env_cfg))
+        except (UnknownNameError, ValueError) as err:
+            sys.exit(f"error: {err}")
+        out.setdefault(ep.task, []).append(row)
+        print(f"| {ep.task} | {row['seed']} | {row['person_steps']} | {row['at_takeover']['object_to_goal']:.3f} -> "
+              f"{row['at_end']['object_to_goal']:.3f} | {row['object_moved_by_person']:.3f} |")
+    path = Path(__file__).parent / "results" / f"failed_rescues_{args.name}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
