@@ -6,10 +6,10 @@ state back. For every episode that had a takeover and still failed, this prints 
 object (MetaWorld state 4:7) and the goal (36:39) at the first takeover and at the end, and how far the
 object moved while the person was in control.
 
-    python benchmarks/failed_rescues.py runs/loop_hold60/round_0/interactions --tasks pick-place-v3 --goal-pin
+    python benchmarks/failed_rescues.py runs/loop_hold60/round_0/interactions --tasks pick-place-v3 --name x
 
 Writes ``benchmarks/results/failed_rescues_<name>.json``. Stops if a replay does not reproduce the
-recorded proprioception (recorded with other env settings, a perturbation).
+recorded proprioception (e.g. episodes recorded with other dynamics settings).
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("interactions", type=Path, help="interaction episode folder (apo collect, a loop round)")
     ap.add_argument("--tasks", nargs="*", default=None, help="only these tasks (default: all)")
-    ap.add_argument("--goal-pin", action="store_true", help="the episodes were recorded with --env.goal-pin")
     ap.add_argument("--name", required=True, help="suffix of the saved JSON")
     args = ap.parse_args()
     try:
@@ -78,7 +77,7 @@ def main() -> None:
               and (args.tasks is None or e.task in args.tasks)]
     if not failed:
         sys.exit("no failed episode with a takeover in that folder (and those tasks)")
-    env_cfg = EnvConfig(goal_pin=args.goal_pin)
+    env_cfg = EnvConfig()  # what is drawn (goal pin, camera) does not change the states; task variants are in the name
     out: dict[str, list[dict]] = {}
     print("| task | seed | person's steps | object to goal at takeover -> at end (m) | object moved by the person (m) |"
           "\n|---|---|---|---|---|")

@@ -5,9 +5,8 @@ Reads recorded interaction folders (``apo collect``, a benchmark's ``interaction
 intervention rate (person's steps / all steps of the folder, so the task rows add up to the total),
 takeovers, and takeovers per trigger with the steps at which they fired; and how many of the person's
 steps went into episodes that failed even with the help (the person held control, handed back, and the
-episode still ran out). The folder's intervention
-rate gets a 95% bootstrap interval (episodes resampled within each task): how far a round's rate can
-move by which episodes it happened to draw.
+episode still ran out). The folder's intervention rate gets a 95% bootstrap interval (episodes
+resampled within each task): how far a round's rate can move by which episodes it happened to draw.
 
     python benchmarks/interaction_triggers.py runs/loop_beta05_failonly/round_0/interactions [FOLDER ...]
 Saves the figures to benchmarks/results/interaction_triggers.json (``--out``).
@@ -24,6 +23,7 @@ import numpy as np
 from apo.data import load_episodes
 from apo.data.episode import LABEL_HUMAN, LABEL_UNDESIRABLE
 from apo.data.storage import DatasetError
+from apo.deployment.labels import unrescued_person_steps
 from apo.deployment.runner import episode_triggers
 
 
@@ -56,7 +56,7 @@ def folder_report(folder: str) -> dict:
         if human:
             row["episodes_with_help"] += 1
             row["failed_with_help"] += int(not ep.success)
-            row["human_steps_in_failures"] += 0 if ep.success else human
+            row["human_steps_in_failures"] += int(unrescued_person_steps(ep.labels, ep.success).sum())
         row["undesirable_steps"] += int((ep.labels == LABEL_UNDESIRABLE).sum())
         steps.setdefault(ep.task, []).append((human, len(ep)))
         for step, name in episode_triggers(ep):
