@@ -8,6 +8,7 @@ import pytest
 from apo.data.episode import LABEL_HUMAN as H, LABEL_POLICY as P, LABEL_UNDESIRABLE as U
 from apo.deployment.labels import (
     policy_steps_before_window, relabel_pre_takeover, relabel_with_k, takeover_steps, unrescued_person_steps,
+    unrescued_undesirable_steps,
 )
 
 
@@ -206,3 +207,12 @@ def test_unrescued_person_steps_only_in_failed_episodes():
     assert not unrescued_person_steps(L(P, P, U), success=False).any()
     with pytest.raises(ValueError, match="1-d"):
         unrescued_person_steps(np.ones((2, 3), np.int8), success=False)
+
+
+def test_unrescued_undesirable_steps_only_in_failed_episodes():
+    labels = L(U, U, H, P, U, H, P)
+    assert unrescued_undesirable_steps(labels, success=False).tolist() == [1, 1, 0, 0, 1, 0, 0]
+    assert not unrescued_undesirable_steps(labels, success=True).any()
+    assert not unrescued_undesirable_steps(L(P, H, H), success=False).any()
+    with pytest.raises(ValueError, match="1-d"):
+        unrescued_undesirable_steps(np.ones((2, 3), np.int8), success=False)

@@ -257,9 +257,15 @@ def test_refine_drops_policy_steps_before_the_undesirable_window(folders, mode, 
     assert len(cache["tokens"]) == 16 - (4 if mode == "drop" else 0)  # only the kept steps were scored
 
 
-@pytest.mark.parametrize("mode, corrections", [("all", 5), ("rescued", 3)])
-def test_refine_leaves_out_the_help_of_episodes_that_failed_anyway(folders, tmp_path, mode, corrections):
-    # the first episode (2 person's steps) fails, the second (3) succeeds; demos are never left out
+@pytest.mark.parametrize("corrections, undesirable, kept", [
+    ("all", "all", {"correction": 5, "undesirable": 4}),
+    ("rescued", "all", {"correction": 3, "undesirable": 4}),
+    ("all", "rescued", {"correction": 5, "undesirable": 2}),
+    ("rescued", "rescued", {"correction": 3, "undesirable": 2}),
+])
+def test_refine_leaves_out_the_help_and_windows_of_episodes_that_failed_anyway(folders, tmp_path, corrections,
+                                                                             undesirable, kept):
+    # the first episode (2 person's steps, 2 undesirable) fails, the second (3, 2) succeeds; demos are never left out
     root, base, _, demos = folders
     inter = tmp_path / "interactions"
     w = EpisodeWriter(inter)
@@ -267,14 +273,15 @@ def test_refine_leaves_out_the_help_of_episodes_that_failed_anyway(folders, tmp_
         ep.success = success
         w.write(ep)
     DatasetStats.compute(load_episodes(inter)).save(inter)
-    cfg = small_cfg(demos_per_task=1, objective="kto", corrections=mode,
+    cfg = small_cfg(demos_per_task=1, objective="kto", corrections=corrections, undesirable=undesirable,
                     train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
     refine(base, inter, demos, tmp_path / "out", cfg)
     meta = json.loads((tmp_path / "out" / "refine_config.json").read_text())
-    assert meta["steps_per_category"] == {"undesirable": 4, "autonomous": 7, "correction": corrections, "expert": 6}
-    assert meta["unrescued_person_steps"] == 2
+    assert meta["steps_per_category"] == {"autonomous": 7, "expert": 6, **kept}
+    assert meta["unrescued_person_steps"] == 2 and meta["unrescued_undesirable_steps"] == 2
     cache = torch.load(tmp_path / "out" / "reference_cache.pt", weights_only=False)
-    assert len(cache["tokens"]) == 6 + 16 - (2 if mode == "rescued" else 0)  # only the kept steps were scored
+    dropped = (5 - kept["correction"]) + (4 - kept["undesirable"])
+    assert len(cache["tokens"]) == 6 + 16 - dropped  # only the kept steps were scored
 
 
 def test_refine_rejects_data_rendered_otherwise_than_the_base(folders, tmp_path):
@@ -361,7 +368,8 @@ def test_refine_config_cached_reference_with_augmentation_raises():
 
 @pytest.mark.parametrize("kw", [dict(beta=0.0), dict(beta_d=-1.0), dict(beta_u=0.0), dict(lora_rank=-1),
                                 dict(kl_samples=0), dict(demos_per_task=-1), dict(anchor_weight=-0.1),
-                                dict(pre_window_steps="ignore"), dict(corrections="some")])
+                                dict(pre_window_steps="ignore"), dict(corrections="some"),
+                                dict(undesirable="none")])
 def test_refine_config_bad_values_raise(kw):
     with pytest.raises(ValueError):
         RefineConfig(**kw)

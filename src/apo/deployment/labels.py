@@ -19,7 +19,9 @@ before its K-step window: with a person who steps in after a stall they look lik
 (``apo refine --refine.pre-window-steps drop`` leaves them out).
 
 ``unrescued_person_steps`` finds the person's steps (2) of an episode that failed despite them: help that
-did not rescue it (``apo refine --refine.corrections rescued`` leaves them out).
+did not rescue it (``apo refine --refine.corrections rescued`` leaves them out). ``unrescued_undesirable_steps``
+finds that episode's undesirable steps (0): the windows before takeovers whose help did not rescue it
+(``apo refine --refine.undesirable rescued`` leaves them out).
 """
 
 from __future__ import annotations
@@ -80,9 +82,18 @@ def policy_steps_before_window(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def unrescued_person_steps(labels: np.ndarray, success: bool) -> np.ndarray:
-    """(T,) bool: the person's steps (2) of one episode that failed anyway; none if it succeeded."""
+def _steps_of_failed_episode(labels: np.ndarray, success: bool, label: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels of one episode must be 1-d, got shape {labels.shape}")
-    return (labels == LABEL_HUMAN) & (not success)
+    return (labels == label) & (not success)
+
+
+def unrescued_person_steps(labels: np.ndarray, success: bool) -> np.ndarray:
+    """(T,) bool: the person's steps (2) of one episode that failed anyway; none if it succeeded."""
+    return _steps_of_failed_episode(labels, success, LABEL_HUMAN)
+
+
+def unrescued_undesirable_steps(labels: np.ndarray, success: bool) -> np.ndarray:
+    """(T,) bool: the undesirable steps (0) of one episode that failed anyway; none if it succeeded."""
+    return _steps_of_failed_episode(labels, success, LABEL_UNDESIRABLE)

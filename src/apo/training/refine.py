@@ -23,7 +23,12 @@ import torch
 from apo.data import Episode, load_episodes
 from apo.data.balanced import BalancedSampler, BucketShares
 from apo.data.dataset import CATEGORY_NAMES, StepData
-from apo.deployment.labels import policy_steps_before_window, relabel_with_k, unrescued_person_steps
+from apo.deployment.labels import (
+    policy_steps_before_window,
+    relabel_with_k,
+    unrescued_person_steps,
+    unrescued_undesirable_steps,
+)
 from apo.envs.metaworld_env import RenderingMismatchError, recorded_rendering
 from apo.models import VLAPolicy
 from apo.models.lora import add_lora, merge_lora
@@ -78,6 +83,10 @@ class RefineConfig:
     rescued: only those of episodes that then succeeded. The simulated person (MetaWorld's scripted expert)
     cannot rescue every state a policy leaves, and most of its steps go into episodes that fail anyway
     (docs/results.md, "Sixth loop")."""
+    undesirable: Literal["all", "rescued"] = "all"
+    """The policy's steps pushed down as undesirable. all: the K before every takeover (the paper). rescued:
+    only those of episodes that then succeeded, so every window pushed down comes with help that showed a
+    way out; in an episode the person could not rescue, the policy's failure has no correction beside it."""
     shares: BucketShares = field(default_factory=BucketShares)
     """Batch composition."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -98,6 +107,8 @@ class RefineConfig:
             raise ValueError(f"pre_window_steps must be 'desirable' or 'drop', got {self.pre_window_steps!r}")
         if self.corrections not in ("all", "rescued"):
             raise ValueError(f"corrections must be 'all' or 'rescued', got {self.corrections!r}")
+        if self.undesirable not in ("all", "rescued"):
+            raise ValueError(f"undesirable must be 'all' or 'rescued', got {self.undesirable!r}")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
         if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
@@ -168,22 +179,28 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
             f"{policy.rendering}; collect them with the base policy's --env.* options")
     data = StepData.from_episodes(episodes, policy.tokenizer)
     pre_window = torch.from_numpy(np.concatenate([policy_steps_before_window(ep.labels) for ep in episodes]))
-    unrescued = torch.from_numpy(np.concatenate([  # demos are the expert's own episodes, not help
-        np.zeros(len(ep), bool) if ep.source == "expert" else unrescued_person_steps(ep.labels, ep.success)
-        for ep in episodes]))
+    def failed_mask(find) -> torch.Tensor:  # demos are the expert's own episodes, not help
+        return torch.from_numpy(np.concatenate([
+            np.zeros(len(ep), bool) if ep.source == "expert" else find(ep.labels, ep.success) for ep in episodes]))
+
+    unrescued = failed_mask(unrescued_person_steps)
+    unrescued_windows = failed_mask(unrescued_undesirable_steps)
     del episodes  # the steps are in data now; the episodes' own arrays would double the images' memory
     drop = torch.zeros_like(pre_window)
     if cfg.pre_window_steps == "drop":
         drop |= pre_window
     if cfg.corrections == "rescued":
         drop |= unrescued
+    if cfg.undesirable == "rescued":
+        drop |= unrescued_windows
     if drop.any():
         data = data.select(~drop)
     counts = {CATEGORY_NAMES[c]: int((data.categories == c).sum()) for c in CATEGORY_NAMES}
     if main:
         (out / "refine_config.json").write_text(json.dumps({
             "config": asdict(cfg), "steps_per_category": counts, "pre_window_steps": int(pre_window.sum()),
-            "unrescued_person_steps": int(unrescued.sum())}, indent=2))
+            "unrescued_person_steps": int(unrescued.sum()),
+            "unrescued_undesirable_steps": int(unrescued_windows.sum())}, indent=2))
 
     objective = OBJECTIVES.get(cfg.objective).from_config(cfg)
     cache_path = Path(reference_cache) if reference_cache is not None else out / "reference_cache.pt"
