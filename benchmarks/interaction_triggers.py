@@ -8,6 +8,10 @@ steps went into episodes that failed even with the help (the person held control
 episode still ran out). The folder's intervention rate gets a 95% bootstrap interval (episodes
 resampled within each task): how far a round's rate can move by which episodes it happened to draw.
 
+``--give-up-after N`` adds what the figures would be with a person who ends an episode instead of taking
+over for the (N+1)-th time. No rerun is needed: the person's triggers depend only on what happened
+before them, so such an episode is the recorded one cut at the step of that trigger (and counts as failed).
+
     python benchmarks/interaction_triggers.py runs/loop_beta05_failonly/round_0/interactions [FOLDER ...]
 Saves the figures to benchmarks/results/interaction_triggers.json (``--out``).
 """
@@ -40,7 +44,21 @@ def bootstrap_rate(steps: dict[str, list[tuple[int, int]]], resamples: int = 200
     return np.percentile(human / total, [2.5, 97.5]).tolist()
 
 
-def folder_report(folder: str) -> dict:
+def if_person_gave_up(episodes, after: int) -> dict:
+    """Person's steps, all steps and successes had the person ended each episode at its (after+1)-th
+    trigger instead of taking over again (the recorded episode cut at that trigger's step)."""
+    human = total = successes = 0
+    for ep in episodes:
+        triggers = episode_triggers(ep)
+        end = triggers[after][0] if len(triggers) > after else len(ep)
+        human += int((ep.labels[:end] == LABEL_HUMAN).sum())
+        total += end
+        successes += int(ep.success and end == len(ep))
+    return {"human_steps": human, "steps": total, "successes": successes,
+            "intervention_rate": human / max(1, total)}
+
+
+def folder_report(folder: str, give_up_after: list[int] = ()) -> dict:
     episodes = load_episodes(folder)
     total = sum(len(ep) for ep in episodes)
     tasks: dict[str, dict] = {}
@@ -65,7 +83,10 @@ def folder_report(folder: str) -> dict:
         row["intervention_share"] = row["human_steps"] / max(1, total)
         row["triggers"] = {k: sorted(v) for k, v in row["triggers"].items()}
     rate = sum(r["human_steps"] for r in tasks.values()) / max(1, total)
-    return {"tasks": tasks, "intervention_rate": rate, "intervention_rate_ci95": bootstrap_rate(steps)}
+    report = {"tasks": tasks, "intervention_rate": rate, "intervention_rate_ci95": bootstrap_rate(steps)}
+    if give_up_after:
+        report["if_person_gave_up_after"] = {str(n): if_person_gave_up(episodes, n) for n in give_up_after}
+    return report
 
 
 def _summed(rows) -> dict[str, int]:
@@ -94,20 +115,28 @@ def markdown(folder: str, report: dict) -> str:
                  f"{report['intervention_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}) | "
                  f"{sum(r['undesirable_steps'] for r in tasks.values())} | "
                  f"{failed_share(_summed(tasks.values()))} | |")
+    for n, row in report.get("if_person_gave_up_after", {}).items():
+        lines.append(f"\nhad the person ended each episode instead of taking over after {n} takeover(s): "
+                     f"intervention rate {row['intervention_rate']:.1%} ({row['human_steps']} of {row['steps']} "
+                     f"steps), success with help {row['successes']}/{episodes}")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="interaction episode folders")
+    ap.add_argument("--give-up-after", type=int, nargs="*", default=[], metavar="N",
+                    help="also report the figures of a person who ends an episode instead of its (N+1)-th takeover")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "interaction_triggers.json"))
     args = ap.parse_args()
+    if any(n < 0 for n in args.give_up_after):
+        raise SystemExit(f"--give-up-after takes takeover counts >= 0, got {args.give_up_after}")
     results = {}
     for folder in args.folders:
         if not Path(folder).is_dir():
             raise SystemExit(f"{folder} is not a folder; give interaction episode folders (e.g. runs/bench/interactions)")
         try:
-            results[folder] = folder_report(folder)
+            results[folder] = folder_report(folder, args.give_up_after)
         except (DatasetError, ValueError) as err:  # no episodes, a corrupt file, a malformed trigger
             raise SystemExit(f"{folder}: {err}") from None
         print(markdown(folder, results[folder]) + "\n")

@@ -198,21 +198,15 @@ def test_policy_steps_before_window_none_without_takeover():
         policy_steps_before_window(np.ones((2, 3), np.int8))
 
 
-# ----- unrescued_person_steps -----
+# ----- unrescued_person_steps, unrescued_undesirable_steps -----
 
-def test_unrescued_person_steps_only_in_failed_episodes():
-    labels = L(P, U, H, H, P, H, P)
-    assert unrescued_person_steps(labels, success=False).tolist() == [0, 0, 1, 1, 0, 1, 0]
-    assert not unrescued_person_steps(labels, success=True).any()
-    assert not unrescued_person_steps(L(P, P, U), success=False).any()
+@pytest.mark.parametrize("find, labels, marked, unmarked", [
+    (unrescued_person_steps, L(P, U, H, H, P, H, P), [0, 0, 1, 1, 0, 1, 0], L(P, P, U)),
+    (unrescued_undesirable_steps, L(U, U, H, P, U, H, P), [1, 1, 0, 0, 1, 0, 0], L(P, H, H)),
+])
+def test_unrescued_steps_only_in_failed_episodes(find, labels, marked, unmarked):
+    assert find(labels, success=False).tolist() == marked
+    assert not find(labels, success=True).any()
+    assert not find(unmarked, success=False).any()  # none of the label looked for
     with pytest.raises(ValueError, match="1-d"):
-        unrescued_person_steps(np.ones((2, 3), np.int8), success=False)
-
-
-def test_unrescued_undesirable_steps_only_in_failed_episodes():
-    labels = L(U, U, H, P, U, H, P)
-    assert unrescued_undesirable_steps(labels, success=False).tolist() == [1, 1, 0, 0, 1, 0, 0]
-    assert not unrescued_undesirable_steps(labels, success=True).any()
-    assert not unrescued_undesirable_steps(L(P, H, H), success=False).any()
-    with pytest.raises(ValueError, match="1-d"):
-        unrescued_undesirable_steps(np.ones((2, 3), np.int8), success=False)
+        find(np.ones((2, 3), np.int8), success=False)
