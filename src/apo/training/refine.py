@@ -179,6 +179,7 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
             f"{policy.rendering}; collect them with the base policy's --env.* options")
     data = StepData.from_episodes(episodes, policy.tokenizer)
     pre_window = torch.from_numpy(np.concatenate([policy_steps_before_window(ep.labels) for ep in episodes]))
+
     def failed_mask(find) -> torch.Tensor:  # demos are the expert's own episodes, not help
         return torch.from_numpy(np.concatenate([
             np.zeros(len(ep), bool) if ep.source == "expert" else find(ep.labels, ep.success) for ep in episodes]))
