@@ -27,7 +27,7 @@ import numpy as np
 from apo.data import load_episodes
 from apo.data.episode import LABEL_HUMAN, LABEL_UNDESIRABLE
 from apo.data.storage import DatasetError
-from apo.deployment.labels import unrescued_person_steps
+from apo.deployment.labels import takeover_steps, unrescued_person_steps
 from apo.deployment.runner import episode_triggers
 
 
@@ -50,6 +50,9 @@ def if_person_gave_up(episodes, after: int) -> dict:
     human = total = successes = 0
     for ep in episodes:
         triggers = episode_triggers(ep)
+        if len(takeover_steps(ep.labels)) and not triggers:
+            raise ValueError(f"episode (task {ep.task}, seed {ep.seed}) has takeovers but no recorded triggers "
+                             "(collected before triggers were saved); --give-up-after needs them: recollect it")
         end = triggers[after][0] if len(triggers) > after else len(ep)
         human += int((ep.labels[:end] == LABEL_HUMAN).sum())
         total += end
