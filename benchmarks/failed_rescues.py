@@ -4,7 +4,9 @@ Interaction episodes keep images, proprioception and actions, not the simulator 
 deterministic, so resetting the env to the episode's seed and replaying its recorded actions gives the
 state back. For every episode that had a takeover and still failed, this prints the hand, the main
 object (MetaWorld state 4:7) and the goal (36:39) at the first takeover and at the end, and how far the
-object moved while the person was in control.
+object moved while the person was in control. It also replays each episode up to its first takeover and
+lets the scripted expert (the simulated person) keep control until the episode's step cap: whether the
+person would have rescued it by holding on instead of handing back after ``hold_steps``.
 
     python benchmarks/failed_rescues.py runs/loop_hold60/round_0/interactions --tasks pick-place-v3 --name x
 
@@ -25,6 +27,7 @@ from apo.data import load_episodes
 from apo.data.episode import LABEL_HUMAN
 from apo.data.storage import DatasetError
 from apo.envs import EnvConfig, make_env
+from apo.envs.experts import ScriptedExpert
 from apo.registry import UnknownNameError
 
 
@@ -45,6 +48,28 @@ def replay_states(episode, env_cfg: EnvConfig) -> np.ndarray:
         raise ValueError(f"{episode.task} seed {episode.seed}: the replay does not reproduce the recorded "
                          "proprioception; replay with the env settings the episodes were recorded with")
     return states
+
+
+def expert_keeps_control(episode, env_cfg: EnvConfig) -> int | None:
+    """Replays an episode up to its first takeover, then lets the scripted expert act until success or the
+    task's step cap. Returns the step it succeeded at (None: it did not)."""
+    first = int(np.argmax(np.asarray(episode.labels) == LABEL_HUMAN))
+    env = make_env(episode.task, env_cfg)
+    expert = ScriptedExpert(episode.task)
+    try:
+        _, info = env.reset(seed=int(episode.seed))
+        for action in episode.actions[:first]:
+            _, _, _, _, info = env.step(action)
+        t = first
+        while True:
+            _, _, terminated, truncated, info = env.step(expert.act(info["state"]))
+            t += 1
+            if info["success"]:
+                return t
+            if terminated or truncated:
+                return None
+    finally:
+        env.close()
 
 
 def rescue_summary(episode, states: np.ndarray) -> dict:
@@ -79,16 +104,22 @@ def main() -> None:
         sys.exit("no failed episode with a takeover in that folder (and those tasks)")
     env_cfg = EnvConfig()  # what is drawn (goal pin, camera) does not change the states; task variants are in the name
     out: dict[str, list[dict]] = {}
-    print("| task | seed | person's steps | object to goal at takeover -> at end (m) | object moved by the person (m) |"
-          "\n|---|---|---|---|---|")
+    print("| task | seed | person's steps | object to goal at takeover -> at end (m) | object moved by the person (m) "
+          "| holding on from the first takeover |\n|---|---|---|---|---|---|")
     for ep in failed:
         try:
             row = rescue_summary(ep, replay_states(ep, env_cfg))
+            row["holding_on_succeeds_at"] = expert_keeps_control(ep, env_cfg)
         except (UnknownNameError, ValueError) as err:
             sys.exit(f"error: {err}")
         out.setdefault(ep.task, []).append(row)
+        held = row["holding_on_succeeds_at"]
         print(f"| {ep.task} | {row['seed']} | {row['person_steps']} | {row['at_takeover']['object_to_goal']:.3f} -> "
-              f"{row['at_end']['object_to_goal']:.3f} | {row['object_moved_by_person']:.3f} |")
+              f"{row['at_end']['object_to_goal']:.3f} | {row['object_moved_by_person']:.3f} | "
+              f"{'rescued at step ' + str(held) if held is not None else 'fails too'} |")
+    for task, rows in out.items():
+        rescued = sum(r["holding_on_succeeds_at"] is not None for r in rows)
+        print(f"{task}: holding on would have rescued {rescued} of {len(rows)} failed rescues")
     path = Path(__file__).parent / "results" / f"failed_rescues_{args.name}.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"saved {path}")
