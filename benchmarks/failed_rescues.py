@@ -110,7 +110,7 @@ def main() -> None:
         try:
             row = rescue_summary(ep, replay_states(ep, env_cfg))
             row["holding_on_succeeds_at"] = expert_keeps_control(ep, env_cfg)
-        except (UnknownNameError, ValueError) as err:
+        except (UnknownNameError, KeyError, ValueError) as err:  # KeyError: no scripted expert for the task
             sys.exit(f"error: {err}")
         out.setdefault(ep.task, []).append(row)
         held = row["holding_on_succeeds_at"]
