@@ -8,6 +8,10 @@ steps went into episodes that failed even with the help (the person held control
 episode still ran out). The folder's intervention rate gets a 95% bootstrap interval (episodes
 resampled within each task): how far a round's rate can move by which episodes it happened to draw.
 
+``--pool`` adds the figures of all given folders taken together (e.g. the final policies of several
+training seeds, each on the same episodes): the person's steps over all their steps, with a bootstrap
+interval that resamples each folder's episodes within each task.
+
 ``--give-up-after N`` adds what the figures would be with a person who ends an episode instead of taking
 over for the (N+1)-th time. No rerun is needed: the person's triggers depend only on what happened
 before them, so such an episode is the recorded one cut at the step of that trigger (and counts as failed).
@@ -33,7 +37,7 @@ from apo.deployment.runner import episode_triggers
 
 def bootstrap_rate(steps: dict[str, list[tuple[int, int]]], resamples: int = 2000, seed: int = 0) -> list[float]:
     """95% interval of sum(person's steps) / sum(steps), resampling the (person's steps, steps) pairs of
-    each task's episodes with replacement (every task keeps its episode count)."""
+    each group's episodes with replacement (every group, a task or a folder's task, keeps its episode count)."""
     rng = np.random.default_rng(seed)
     human, total = np.zeros(resamples), np.zeros(resamples)
     for pairs in steps.values():
@@ -61,7 +65,8 @@ def if_person_gave_up(episodes, after: int) -> dict:
             "intervention_rate": human / max(1, total)}
 
 
-def folder_report(folder: str, give_up_after: list[int] = ()) -> dict:
+def folder_report(folder: str, give_up_after: list[int] = ()) -> tuple[dict, dict[str, list[tuple[int, int]]]]:
+    """The folder's figures, and each task's (person's steps, steps) per episode."""
     episodes = load_episodes(folder)
     total = sum(len(ep) for ep in episodes)
     tasks: dict[str, dict] = {}
@@ -86,10 +91,21 @@ def folder_report(folder: str, give_up_after: list[int] = ()) -> dict:
         row["intervention_share"] = row["human_steps"] / max(1, total)
         row["triggers"] = {k: sorted(v) for k, v in row["triggers"].items()}
     rate = sum(r["human_steps"] for r in tasks.values()) / max(1, total)
-    report = {"tasks": tasks, "intervention_rate": rate, "intervention_rate_ci95": bootstrap_rate(steps)}
+    report = {"tasks": tasks, "human_steps": sum(r["human_steps"] for r in tasks.values()), "steps": total,
+              "intervention_rate": rate, "intervention_rate_ci95": bootstrap_rate(steps)}
     if give_up_after:
         report["if_person_gave_up_after"] = {str(n): if_person_gave_up(episodes, n) for n in give_up_after}
-    return report
+    return report, steps
+
+
+def pooled_report(steps_per_folder: dict[str, dict[str, list[tuple[int, int]]]]) -> dict:
+    """All folders taken together: sum of the person's steps over sum of the steps, bootstrap over each
+    folder's episodes within each task."""
+    groups = {f"{folder}/{task}": pairs for folder, steps in steps_per_folder.items() for task, pairs in steps.items()}
+    human = sum(h for pairs in groups.values() for h, _ in pairs)
+    total = sum(n for pairs in groups.values() for _, n in pairs)
+    return {"folders": list(steps_per_folder), "human_steps": human, "steps": total,
+            "intervention_rate": human / max(1, total), "intervention_rate_ci95": bootstrap_rate(groups)}
 
 
 def _summed(rows) -> dict[str, int]:
@@ -130,19 +146,26 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", help="interaction episode folders")
     ap.add_argument("--give-up-after", type=int, nargs="*", default=[], metavar="N",
                     help="also report the figures of a person who ends an episode instead of its (N+1)-th takeover")
+    ap.add_argument("--pool", action="store_true",
+                    help="also report all folders taken together (e.g. several training seeds' final policies)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "interaction_triggers.json"))
     args = ap.parse_args()
     if any(n < 0 for n in args.give_up_after):
         raise SystemExit(f"--give-up-after takes takeover counts >= 0, got {args.give_up_after}")
-    results = {}
+    results, steps = {}, {}
     for folder in args.folders:
         if not Path(folder).is_dir():
             raise SystemExit(f"{folder} is not a folder; give interaction episode folders (e.g. runs/bench/interactions)")
         try:
-            results[folder] = folder_report(folder, args.give_up_after)
+            results[folder], steps[folder] = folder_report(folder, args.give_up_after)
         except (DatasetError, ValueError) as err:  # no episodes, a corrupt file, a malformed trigger
             raise SystemExit(f"{folder}: {err}") from None
         print(markdown(folder, results[folder]) + "\n")
+    if args.pool:
+        pooled = results["pooled"] = pooled_report(steps)
+        lo, hi = pooled["intervention_rate_ci95"]
+        print(f"pooled over {len(steps)} folders: intervention rate {pooled['intervention_rate']:.1%} "
+              f"(95% CI {lo:.1%}-{hi:.1%}), {pooled['human_steps']} of {pooled['steps']} steps by the person\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"saved {args.out}")
