@@ -9,6 +9,10 @@ finishes alone is help the robot did not need.
     apo eval --policy P --out runs/x/alone --env.goal-pin --eval.seed-base 1100000   # 1_000_000 + 100000
     python benchmarks/takeovers_vs_alone.py runs/x/deploy runs/x/alone --name x
 
+``--base FOLDER`` (another policy's interaction episodes on the same seeds, e.g. the base's) adds, per
+task, on how many of the takeover seeds that policy was taken over too: whether a refined policy still
+fails where the base failed, or somewhere new.
+
 Saves benchmarks/results/takeovers_vs_alone_<name>.json.
 """
 
@@ -47,21 +51,47 @@ def compare(episodes, alone: dict) -> dict[str, dict[str, int]]:
     return out
 
 
+def shared_takeovers(episodes, base_episodes) -> dict[str, dict[str, int]]:
+    """Per task: seeds with a takeover here, in the base's episodes, and in both."""
+    def taken_over(eps):
+        return {(ep.task, ep.seed) for ep in eps if len(takeover_steps(ep.labels))}
+    seeds = {(ep.task, ep.seed) for ep in episodes}
+    base_seeds = {(ep.task, ep.seed) for ep in base_episodes}
+    if missing := sorted(seeds - base_seeds)[:3]:
+        raise ValueError(f"the base's episodes lack {missing} (task, seed); collect both with the same --seed "
+                         "and --episodes-per-task")
+    here, there = taken_over(episodes), taken_over(base_episodes) & seeds
+    return {task: {"with_takeover": sum(t == task for t, _ in here),
+                   "base_with_takeover": sum(t == task for t, _ in there),
+                   "both": sum(t == task for t, _ in here & there)}
+            for task in sorted({t for t, _ in seeds})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("interactions", type=Path, help="interaction episode folder (apo collect)")
     ap.add_argument("alone", type=Path, help="evaluation folder or eval.json on the same seeds (apo eval)")
     ap.add_argument("--name", required=True, help="suffix of the saved JSON")
+    ap.add_argument("--base", type=Path, help="another policy's interaction episodes on the same seeds: "
+                    "also count the takeover seeds it was taken over on too")
     args = ap.parse_args()
     try:
-        rows = compare(load_episodes(args.interactions), load_eval_results(args.alone))
+        episodes = load_episodes(args.interactions)
+        rows = compare(episodes, load_eval_results(args.alone))
+        shared = shared_takeovers(episodes, load_episodes(args.base)) if args.base else None
     except (DatasetError, EvalFileError, ValueError) as e:
         sys.exit(f"error: {e}")
     print("| task | episodes | with a takeover | of those, the policy alone succeeds |\n|---|---|---|---|")
     for task, r in rows.items():
         print(f"| {task} | {r['episodes']} | {r['with_takeover']} | {r['with_takeover_alone_succeeds']} |")
+    result = {"interactions": str(args.interactions), "alone": str(args.alone), "tasks": rows}
+    if shared is not None:
+        print(f"\n| task | takeovers here | takeovers of {args.base} | on the same seeds |\n|---|---|---|---|")
+        for task, r in shared.items():
+            print(f"| {task} | {r['with_takeover']} | {r['base_with_takeover']} | {r['both']} |")
+        result.update(base=str(args.base), shared_takeovers=shared)
     out = Path(__file__).parent / "results" / f"takeovers_vs_alone_{args.name}.json"
-    out.write_text(json.dumps({"interactions": str(args.interactions), "alone": str(args.alone), "tasks": rows}, indent=2))
+    out.write_text(json.dumps(result, indent=2))
     print(f"saved {out}")
 
 
