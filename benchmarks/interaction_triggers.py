@@ -150,6 +150,8 @@ def main() -> None:
                     help="also report all folders taken together (e.g. several training seeds' final policies)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "interaction_triggers.json"))
     args = ap.parse_args()
+    if args.pool and "pooled" in args.folders:
+        raise SystemExit("--pool saves its figures under the key 'pooled': give that folder by another path (e.g. ./pooled)")
     if any(n < 0 for n in args.give_up_after):
         raise SystemExit(f"--give-up-after takes takeover counts >= 0, got {args.give_up_after}")
     results, steps = {}, {}
