@@ -248,6 +248,45 @@ def test_moving_away_or_jitter_is_not_progress(pick_place_state, expert_action):
     assert run_states(person, jitter, expert_action) == "PPPPHHH"
 
 
+def _at(state: np.ndarray, hand_z: float, obj_z: float) -> np.ndarray:
+    """``state`` with the hand above the object, both at the given heights (state[0:3] hand, [4:7] object)."""
+    s = state.copy()
+    s[0:2] = s[4:6]
+    s[2], s[6] = hand_z, obj_z
+    return s
+
+
+def test_object_dropped_trigger(pick_place_state, expert_action):
+    z = float(pick_place_state[6])
+    held = [_at(pick_place_state, z + 0.06, z), _at(pick_place_state, z + 0.08, z + 0.02),
+            _at(pick_place_state, z + 0.12, z + 0.06)]  # grasped and lifted 6 cm: hand 6 cm above it
+    dropped = _at(pick_place_state, z + 0.3, z)  # back on the table, hand 30 cm up
+    person = SimulatedPerson(TASK, cfg(drop_distance=0.15, lift_height=0.04, hold_steps=50))
+    assert run_states(person, held + [dropped] * 2, expert_action) == "PPPHH"
+    assert person.triggers == [(3, "object_dropped")]
+    # never lifted (the hand leaves a block it did not pick up): no trigger; lifted only 2 cm: none either
+    for states in ([held[0], dropped, dropped], held[:2] + [dropped]):
+        person = SimulatedPerson(TASK, cfg(drop_distance=0.15, lift_height=0.04))
+        assert run_states(person, states, expert_action) == "PPP" and person.triggers == []
+    # still held 6 cm from the hand, or disabled (0): no trigger
+    assert run_states(SimulatedPerson(TASK, cfg(drop_distance=0.15)), held + [held[2]] * 3, expert_action) == "P" * 6
+    assert run_states(SimulatedPerson(TASK, cfg(drop_distance=0.0)), held + [dropped] * 2, expert_action) == "P" * 5
+
+
+def test_a_drop_after_handing_back_counts_only_once_lifted_again(pick_place_state, expert_action):
+    z = float(pick_place_state[6])
+    rest, lifted = _at(pick_place_state, z + 0.06, z), _at(pick_place_state, z + 0.12, z + 0.06)
+    dropped = _at(pick_place_state, z + 0.3, z)
+    person = SimulatedPerson(TASK, cfg(drop_distance=0.15, hold_steps=2))
+    # takeover at the drop, two steps held, handed back with the block still on the table: no new takeover
+    assert run_states(person, [rest, lifted] + [dropped] * 6, expert_action) == "PPHHPPPP"
+    assert person.triggers == [(2, "object_dropped")]
+    # lifted and dropped again after the hand-back: a second takeover
+    person = SimulatedPerson(TASK, cfg(drop_distance=0.15, hold_steps=2))
+    assert run_states(person, [rest, lifted] + [dropped] * 3 + [lifted, dropped], expert_action) == "PPHHPPH"
+    assert [why for _, why in person.triggers] == ["object_dropped"] * 2
+
+
 def expert_triggers(task: str, seed: int, config: SimulatedPersonConfig) -> list[tuple[int, str]]:
     """The person's triggers while MetaWorld's scripted expert itself drives a whole episode."""
     from apo.envs import EnvConfig, make_env
@@ -273,6 +312,16 @@ def expert_triggers(task: str, seed: int, config: SimulatedPersonConfig) -> list
 def test_default_person_leaves_the_scripted_expert_alone(task):
     for seed in (1_000_000, 1_000_001):
         assert expert_triggers(task, seed, SimulatedPersonConfig()) == [], (task, seed)
+
+
+@pytest.mark.parametrize("task", ["peg-insert-side-v3", "pick-place-v3", "shelf-place-v3"])
+def test_drop_trigger_leaves_the_scripted_expert_alone(task):
+    # on shelf-place seed 1_000_003 the expert itself lets go at the shelf's edge and grasps again, 13 cm
+    # from the block at most: a 15 cm drop distance leaves it alone
+    for seed in (1_000_000, 1_000_003):
+        assert expert_triggers(task, seed, SimulatedPersonConfig(drop_distance=0.15)) == [], (task, seed)
+    if task == "shelf-place-v3":
+        assert expert_triggers(task, 1_000_003, SimulatedPersonConfig(drop_distance=0.1))[0][1] == "object_dropped"
 
 
 def test_reward_alone_takes_over_the_expert_on_peg_insert_side():
@@ -312,6 +361,10 @@ def test_config_validation():
         SimulatedPersonConfig(hold_steps=0)
     with pytest.raises(ValueError):
         SimulatedPersonConfig(divergence_steps=-1)
+    with pytest.raises(ValueError, match="drop_distance"):
+        SimulatedPersonConfig(drop_distance=-0.1)
+    with pytest.raises(ValueError, match="lift_height"):
+        SimulatedPersonConfig(lift_height=0.0)
     with pytest.raises(ValueError, match="progress_distance"):
         SimulatedPersonConfig(progress_distance=-0.01)
     with pytest.raises(ValueError, match="release"):

@@ -7,6 +7,11 @@ Triggers (each can be disabled):
   stay flat while the expert approaches: on peg-insert-side the expert itself would be taken over
   at step 40 on reward alone);
 * ``object lost``: the main object leaves the box ``object_bounds`` (about to fall off the table);
+* ``object dropped`` (off by default): the main object, once lifted ``lift_height`` above where it lay
+  at the episode's first step, is more than ``drop_distance`` from the hand: the gripper let it go
+  before the goal. Without it a policy that drops the block on shelf-place carries on to the shelf
+  empty-handed and is taken over only after the stall (docs/results.md, "Tenth loop"), so the K
+  undesirable steps cover the stall, not the slip;
 * ``divergence`` (off by default): the policy's xyz action differs from the expert's by more than
   ``divergence_threshold`` (L2) for ``divergence_steps`` consecutive steps. It also takes over from
   a policy that would succeed in its own way, which marks good motions as undesirable (docs/results.md,
@@ -53,6 +58,11 @@ class SimulatedPersonConfig:
     counts as progress (0: the reward alone, as in docs/results.md runs 1-6 and the first two loops)."""
     object_bounds: tuple[float, float, float, float, float, float] | None = (-0.45, 0.3, -0.05, 0.45, 1.0, 0.6)
     """Box (xmin, ymin, zmin, xmax, ymax, zmax) the main object must stay in (None disables)."""
+    drop_distance: float = 0.0
+    """Hand-to-object distance (metres) at which a lifted object counts as dropped (0 disables; a held
+    block is 6-8 cm from the hand)."""
+    lift_height: float = 0.04
+    """Height (metres) above its first-step position the object must have reached to count as lifted."""
     hold_steps: int = 20
     """Steps the person keeps control (maximum with release='agree')."""
     release: Literal["span", "agree"] = "span"
@@ -75,6 +85,9 @@ class SimulatedPersonConfig:
             raise ValueError("hold_steps, min_hold_steps and agree_steps must be >= 1")
         if min(self.divergence_steps, self.no_progress_steps, self.max_reaction_delay) < 0:
             raise ValueError("divergence_steps, no_progress_steps and max_reaction_delay must be >= 0")
+        if self.drop_distance < 0 or self.lift_height <= 0:
+            raise ValueError(f"drop_distance must be >= 0 (0 disables) and lift_height > 0 metres, got "
+                             f"{self.drop_distance} and {self.lift_height}")
         if self.progress_distance < 0:
             raise ValueError(f"progress_distance must be >= 0 metres (0: reward only), got {self.progress_distance}")
         if self.release not in ("span", "agree"):
@@ -103,6 +116,8 @@ class SimulatedPerson(InterventionSource):
         self.best_reward = -np.inf
         self.best_distances = np.full(2, np.inf)  # shortest hand-object and object-goal distances
         self.since_progress = 0
+        self.start_height: float | None = None  # the object's height at the first step
+        self.lifted = False  # the object has been lifted lift_height above start_height
         self.pending: int | None = None  # steps until a triggered takeover starts
         self.trigger: str | None = None
         self.in_control = 0  # steps held in the current takeover (0: not in control)
@@ -134,9 +149,18 @@ class SimulatedPerson(InterventionSource):
             progressed = progressed or bool(closer.any())
         return progressed
 
+    def _dropped(self, state: np.ndarray) -> bool:
+        """Whether the object, lifted since the last restart, is now beyond drop_distance from the hand."""
+        c = self.cfg
+        if not c.drop_distance:
+            return False
+        self.lifted = self.lifted or float(state[6]) > self.start_height + c.lift_height
+        return self.lifted and float(np.linalg.norm(state[0:3] - state[4:7])) > c.drop_distance
+
     def _restart_progress(self, ctx: StepContext) -> None:
         """Count progress from this step on (after handing back or looking away)."""
         self.diverging, self.since_progress = 0, 0
+        self.lifted = False  # a drop counts only if the object is lifted again
         self.best_reward = ctx.reward
         self.best_distances = self._distances(ctx.state)
 
@@ -149,6 +173,8 @@ class SimulatedPerson(InterventionSource):
             obj = ctx.state[4:7]
             if np.any(obj < lo) or np.any(obj > hi):
                 return "object_lost"
+        if self._dropped(ctx.state):
+            return "object_dropped"
         if c.divergence_steps and self.diverging >= c.divergence_steps:
             return "divergence"
         if c.no_progress_steps and self.since_progress >= c.no_progress_steps:
@@ -163,6 +189,8 @@ class SimulatedPerson(InterventionSource):
         c = self.cfg
         asked = self.help_signal is not None and bool(self.help_signal())
         expert_action = self.expert.act(ctx.state)
+        if self.start_height is None:
+            self.start_height = float(ctx.state[6])
         watching = c.watch == "always" or asked or self.in_control > 0 or self.pending is not None
         self.watched_steps += watching
         if self.in_control:
