@@ -11,7 +11,9 @@ finishes alone is help the robot did not need.
 
 ``--base FOLDER`` (another policy's interaction episodes on the same seeds, e.g. the base's) adds, per
 task, on how many of the takeover seeds that policy was taken over too: whether a refined policy still
-fails where the base failed, or somewhere new.
+fails where the base failed, or somewhere new. On those seeds it also lists how many steps after the
+other collection's the first takeover came: with the same policy and another simulated person (e.g.
+``--person.drop-distance``), how much earlier or later that person steps in.
 
 Saves benchmarks/results/takeovers_vs_alone_<name>.json.
 """
@@ -51,19 +53,23 @@ def compare(episodes, alone: dict) -> dict[str, dict[str, int]]:
     return out
 
 
-def shared_takeovers(episodes, base_episodes) -> dict[str, dict[str, int]]:
-    """Per task: seeds with a takeover here, in the base's episodes, and in both."""
-    def taken_over(eps):
-        return {(ep.task, ep.seed) for ep in eps if len(takeover_steps(ep.labels))}
+def shared_takeovers(episodes, base_episodes) -> dict[str, dict]:
+    """Per task: seeds with a takeover here, in the base's episodes, and in both; for the seeds in both,
+    the step of the first takeover here minus the base's (negative: the person stepped in earlier here)."""
+    def first_takeovers(eps):
+        return {(ep.task, ep.seed): int(steps[0]) for ep in eps if len(steps := takeover_steps(ep.labels))}
     seeds = {(ep.task, ep.seed) for ep in episodes}
     base_seeds = {(ep.task, ep.seed) for ep in base_episodes}
     if missing := sorted(seeds - base_seeds)[:3]:
         raise ValueError(f"the base's episodes lack {missing} (task, seed); collect both with the same --seed "
                          "and --episodes-per-task")
-    here, there = taken_over(episodes), taken_over(base_episodes) & seeds
+    here = first_takeovers(episodes)
+    there = {k: v for k, v in first_takeovers(base_episodes).items() if k in seeds}
+    both = sorted(here.keys() & there.keys())
     return {task: {"with_takeover": sum(t == task for t, _ in here),
                    "base_with_takeover": sum(t == task for t, _ in there),
-                   "both": sum(t == task for t, _ in here & there)}
+                   "both": sum(t == task for t, _ in both),
+                   "first_takeover_step_minus_base": sorted(here[k] - there[k] for k in both if k[0] == task)}
             for task in sorted({t for t, _ in seeds})}
 
 
@@ -86,9 +92,11 @@ def main() -> None:
         print(f"| {task} | {r['episodes']} | {r['with_takeover']} | {r['with_takeover_alone_succeeds']} |")
     result = {"interactions": str(args.interactions), "alone": str(args.alone), "tasks": rows}
     if shared is not None:
-        print(f"\n| task | takeovers here | takeovers of {args.base} | on the same seeds |\n|---|---|---|---|")
+        print(f"\n| task | takeovers here | takeovers of {args.base} | on the same seeds | first takeover, steps "
+              "after the base's (same seeds) |\n|---|---|---|---|---|")
         for task, r in shared.items():
-            print(f"| {task} | {r['with_takeover']} | {r['base_with_takeover']} | {r['both']} |")
+            diffs = ", ".join(map(str, r["first_takeover_step_minus_base"]))
+            print(f"| {task} | {r['with_takeover']} | {r['base_with_takeover']} | {r['both']} | {diffs} |")
         result.update(base=str(args.base), shared_takeovers=shared)
     out = Path(__file__).parent / "results" / f"takeovers_vs_alone_{args.name}.json"
     out.write_text(json.dumps(result, indent=2))
