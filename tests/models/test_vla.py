@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -177,12 +179,21 @@ def test_lora_target_names_exist(model):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(d_model=30, n_heads=4), dict(image_size=40), dict(image_size=8), dict(image_grid=5), dict(image_grid=0),
-     dict(dropout=1.0)],
+    [dict(d_model=30, n_heads=4), dict(image_size=40), dict(image_size=8), dict(image_grid=0), dict(dropout=1.0)],
 )
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         VLAConfig(**kwargs)
+
+
+def test_image_grid_is_checked_against_the_image_size_when_the_network_is_built():
+    # the CLI parses the recipe before the data's image size is known: 6 must parse, and fail only on 64 px
+    cfg = VLAConfig(image_grid=6, d_model=32, n_layers=1, n_heads=2, vocab_size=16, num_action_tokens=6)
+    with pytest.raises(ValueError, match="image-grid 4 or less"):
+        TinyVLA(cfg)
+    model = TinyVLA(dataclasses.replace(cfg, image_size=96))
+    prefix = model.embed_prefix(torch.zeros(2, 96, 96, 3, dtype=torch.uint8), torch.zeros(2, LANG_DIM), torch.zeros(2, 4))
+    assert prefix.shape == (2, 6 * 6 + 2, 32)
 
 
 def test_prefix_len():

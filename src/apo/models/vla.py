@@ -40,7 +40,8 @@ class VLAConfig:
     dropout: float = 0.0
     """Dropout in attention output and MLP (costly on the CPU; random-shift augmentation regularizes instead)."""
     image_grid: int = 4
-    """The conv feature map is pooled to image_grid x image_grid patch tokens."""
+    """The conv feature map is pooled to image_grid x image_grid patch tokens (at most image side / 16:
+    4 for 64 px images, 6 for 96 px)."""
     proprio_dim: Annotated[int, tyro.conf.Suppress] = 4
     """Proprioceptive state size."""
     vocab_size: Annotated[int, tyro.conf.Suppress] = 256
@@ -53,8 +54,8 @@ class VLAConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16 and >= 16, got {self.image_size}")
-        if not 1 <= self.image_grid <= self.image_size // 16:
-            raise ValueError(f"image_grid must be in [1, image_size/16], got {self.image_grid}")
+        if self.image_grid < 1:  # its upper bound depends on the data's image size: checked in TinyVLA
+            raise ValueError(f"image_grid must be >= 1, got {self.image_grid}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -125,6 +126,10 @@ class Block(nn.Module):
 class TinyVLA(nn.Module):
     def __init__(self, cfg: VLAConfig):
         super().__init__()
+        if cfg.image_grid > cfg.image_size // 16:  # the conv stack downsamples 16x: a finer grid only repeats features
+            raise ValueError(f"image_grid {cfg.image_grid} is finer than the {cfg.image_size // 16}x{cfg.image_size // 16} "
+                             f"feature map of {cfg.image_size} px images: use --recipe.model.image-grid "
+                             f"{cfg.image_size // 16} or less, or record larger images (--env.image-size)")
         self.cfg = cfg
         d = cfg.d_model
         self.image_encoder = ImageEncoder(d, cfg.image_grid)
