@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from apo.data import DatasetError
 from apo.models import VLAConfig, VLAPolicy
 from apo.registry import UnknownNameError
 from apo.tokenizers import FASTActionTokenizer, FASTConfig, save_tokenizer
@@ -24,6 +25,13 @@ def test_build_policy_uses_stats_and_recipe(tiny_dataset, tiny_stats):
     np.testing.assert_allclose(tok.q99, tiny_stats.action_q99)
     assert policy.config.num_action_tokens == 12 and policy.config.vocab_size == 32
     assert policy.config.image_size == 64 and policy.config.d_model == 32
+
+
+def test_build_policy_names_an_image_grid_the_data_cannot_fill(tiny_dataset):
+    # 64 px images give a 4x4 conv feature map: a 6x6 grid is a one-line CLI error naming the fix
+    recipe = BaseRecipe(horizon=3, n_bins=32, tokenizer="bin", model=VLAConfig(d_model=32, n_layers=1, n_heads=2, image_grid=6))
+    with pytest.raises(DatasetError, match="image-grid 4 or less"):
+        build_policy(tiny_dataset, recipe, image_size=64)
 
 
 def test_recipe_validation():

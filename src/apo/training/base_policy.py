@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apo.data import DatasetStats, Episode, load_episodes
+from apo.data import DatasetError, DatasetStats, Episode, load_episodes
 from apo.data.dataset import StepData, action_chunks
 from apo.envs.metaworld_env import recorded_rendering
 from apo.models import VLAConfig, VLAPolicy
@@ -115,7 +115,10 @@ def build_policy(data_dir: str | os.PathLike, recipe: BaseRecipe, image_size: in
         recipe.model, image_size=image_size, proprio_dim=len(stats.proprio_mean),
         vocab_size=tok.vocab_size, num_action_tokens=tok.num_tokens,
     )
-    return VLAPolicy(cfg, tok, stats)
+    try:
+        return VLAPolicy(cfg, tok, stats)
+    except ValueError as e:  # the recipe does not fit this data (e.g. an image grid finer than its images allow)
+        raise DatasetError(f"the recipe does not fit the data in {data_dir}: {e}") from e
 
 
 def train_base_policy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, recipe: BaseRecipe = BaseRecipe()) -> VLAPolicy:
