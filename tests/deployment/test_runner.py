@@ -343,3 +343,18 @@ def test_trigger_counts_per_task():
     for bad in ("no_progress", "40:", "x:no_progress"):
         with pytest.raises(ValueError, match=f"malformed trigger '{bad}'.*seed 7|seed 7.*malformed trigger '{bad}'"):
             collect_mod.trigger_counts([ep("a", triggers=f"3:divergence {bad}")])
+
+
+def test_episode_counts_per_task(env, policy, tmp_path, monkeypatch):
+    env_cfg = EnvConfig(max_steps=MAX_STEPS)
+    built = []
+    monkeypatch.setattr(collect_mod, "make_env", lambda task, cfg: built.append(task) or env)
+    with pytest.raises(ValueError, match=r"no episode count for task\(s\) \['other-v3'\]"):
+        collect_interactions(policy, (TASK, "other-v3"), {TASK: 2}, lambda task: ScriptSource(takeover_at(())),
+                             tmp_path / "bad", env_cfg=env_cfg)
+    assert built == []  # refused before anything was built
+    summary = collect_interactions(policy, (TASK,), {TASK: 2}, lambda task: ScriptSource(takeover_at(())),
+                                   tmp_path / "interactions", env_cfg=env_cfg, seed=7)
+    assert summary.episodes == 2
+    assert [ep.seed for ep in load_episodes(tmp_path / "interactions")] == [INTERACTION_SEED_BASE + 7,
+                                                                           INTERACTION_SEED_BASE + 8]

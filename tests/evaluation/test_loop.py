@@ -15,7 +15,7 @@ from apo.deployment import DeployConfig, SimulatedPersonConfig
 from apo.deployment.collect import INTERACTION_SEED_BASE
 from apo.envs import EnvConfig
 from apo.evaluation import EvalConfig
-from apo.evaluation.loop import ROUND_SEED_STRIDE, LoopConfig, run_loop
+from apo.evaluation.loop import ROUND_SEED_STRIDE, LoopConfig, allocate_by_help, run_loop
 from apo.evaluation.protocol import RunConfigMismatchError
 from apo.registry import UnknownNameError
 from apo.training.refine import RefineConfig
@@ -114,6 +114,47 @@ def test_loop_refines_the_previous_or_the_base_policy(tmp_path, saved_tiny_polic
     assert calls == [(first, ["round_0"]), (previous if refine_from == "previous" else first, ["round_0", "round_1"])]
 
 
+def test_extra_episodes_go_where_the_person_helped_and_are_refined_on(tmp_path, saved_tiny_policy, tiny_dataset,
+                                                                      monkeypatch):
+    import shutil
+
+    calls = []
+
+    def fake_refine(start, interactions, demos, out_dir, cfg):
+        calls.append([str(p.relative_to(out)) for p in interactions])
+        shutil.copytree(start, out_dir / "policy")
+
+    monkeypatch.setattr(loop_mod, "refine", fake_refine)
+    out = tmp_path / "run"
+    history = run_loop(saved_tiny_policy, tiny_dataset, out, small_config(extra_episodes=2))
+    assert calls == [["round_0/interactions", "round_0/extra_interactions"]]
+    assert history[0]["extra_episodes"] == {TASK: 2}  # the only task, and the person helped on it
+    assert "extra_episodes" not in history[1]  # the last round is not refined on
+    extra = load_episodes(out / "round_0" / "extra_interactions")
+    assert sorted(ep.seed for ep in extra) == [INTERACTION_SEED_BASE + 1, INTERACTION_SEED_BASE + 2]  # after round 0's own
+    # the round's intervention rate is measured on its own episodes only
+    own = json.loads((out / "round_0" / "interactions" / "summary.json").read_text())["summary"]
+    assert history[0]["intervention_rate"] == pytest.approx(own["intervention_rate"]) and own["episodes"] == 1
+
+
+@pytest.mark.parametrize("steps, budget, expected", [
+    ({"a": 300, "b": 100, "c": 0, "d": 600}, 10, {"a": 3, "b": 1, "c": 0, "d": 6}),  # exact quotas
+    ({"a": 100, "b": 100, "c": 100}, 2, {"a": 1, "b": 1, "c": 0}),  # equal remainders: the first listed
+    ({"a": 10, "b": 60, "c": 30}, 7, {"a": 1, "b": 4, "c": 2}),  # quotas 0.7 / 4.2 / 2.1: largest remainders
+    ({"a": 0, "b": 0}, 5, {"a": 0, "b": 0}),  # the person helped nowhere
+    ({"a": 5, "b": 7}, 0, {"a": 0, "b": 0}),
+])
+def test_allocate_by_help(steps, budget, expected):
+    shares = allocate_by_help(steps, budget)
+    assert shares == expected
+    assert sum(shares.values()) == (budget if sum(steps.values()) else 0)
+
+
+def test_allocate_by_help_rejects_negative_counts():
+    with pytest.raises(ValueError, match=">= 0"):
+        allocate_by_help({"a": -1}, 3)
+
+
 def test_plot_with_the_original_setting(tmp_path):
     history = [{"round": r, "success_rate": 0.1 * r, "success_rate_original": 0.5, "intervention_rate": 0.3}
                for r in range(3)]
@@ -124,6 +165,7 @@ def test_plot_with_the_original_setting(tmp_path):
     (dict(rounds=0), ValueError), (dict(episodes_per_task=0), ValueError), (dict(tasks=()), ValueError),
     (dict(tasks=(f"{TASK}+texture",)), ValueError), (dict(perturbation="fog"), UnknownNameError),
     (dict(videos_per_outcome=-1), ValueError), (dict(refine_from="last"), ValueError),
+    (dict(extra_episodes=-1), ValueError), (dict(episodes_per_task=20, extra_episodes=ROUND_SEED_STRIDE), ValueError),
 ])
 def test_config_validation(kwargs, error):
     with pytest.raises(error):

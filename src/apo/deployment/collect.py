@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,19 +77,24 @@ def _summary_of_recorded(out: Path) -> list[EpisodeSummary]:
 def collect_interactions(
     policy,
     tasks: tuple[str, ...],
-    episodes_per_task: int,
+    episodes_per_task: int | Mapping[str, int],
     make_source: Callable[[str], InterventionSource],
     out: str | os.PathLike,
     cfg: DeployConfig = DeployConfig(),
     env_cfg: EnvConfig = EnvConfig(),
     seed: int = 0,
 ) -> CollectionSummary:
+    """Deploy ``policy`` on each task's episodes (``episodes_per_task``: one count for every task, or a count
+    per task) with ``make_source(task)`` as the person, recording them into ``out``; returns the summary."""
     check_rendering(policy.rendering_to_match(), env_cfg)
+    counts = {t: episodes_per_task for t in tasks} if isinstance(episodes_per_task, int) else dict(episodes_per_task)
+    if missing := [t for t in tasks if t not in counts]:
+        raise ValueError(f"no episode count for task(s) {missing}; give one per task or one for all")
     out = Path(out)
     writer = EpisodeWriter(out)
     done: list[EpisodeSummary] = _summary_of_recorded(out) if writer.num_episodes else []
-    with tqdm(total=episodes_per_task * len(tasks), desc="collect", unit="ep", dynamic_ncols=True) as bar:
-        _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg, seed, done, bar)
+    with tqdm(total=sum(counts[t] for t in tasks), desc="collect", unit="ep", dynamic_ncols=True) as bar:
+        _collect(policy, tasks, counts, make_source, writer, cfg, env_cfg, seed, done, bar)
     summary = CollectionSummary.from_summaries(done)
     episodes = load_episodes(out)
     per_task = {t: CollectionSummary.from_summaries([s for s in done if s.task == t]).as_dict()
@@ -112,7 +117,7 @@ def trigger_counts(episodes) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg, seed,
+def _collect(policy, tasks, counts: dict[str, int], make_source, writer, cfg, env_cfg, seed,
              done: list[EpisodeSummary], bar: tqdm) -> None:
     """Run the missing episodes; ``done`` (the episodes already recorded) is extended with the new ones."""
     seen = {(s.task, s.seed) for s in done}
@@ -121,7 +126,7 @@ def _collect(policy, tasks, episodes_per_task, make_source, writer, cfg, env_cfg
         try:
             env = make_env(task, env_cfg)
             try:
-                for i in range(episodes_per_task):
+                for i in range(counts[task]):
                     s = INTERACTION_SEED_BASE + seed + i
                     if (task, s) in seen:
                         bar.update(1)

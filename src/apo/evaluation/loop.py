@@ -7,6 +7,11 @@ collected so far plus the expert demonstrations, the base staying the frozen ref
 (``refine_from="previous"``: policy r is refined instead, with itself as the reference, so the rounds'
 updates compound; in docs/results.md that undid the first round's gain by round 3).
 
+With ``extra_episodes`` every round but the last also collects that many more interaction episodes, shared
+among the tasks in proportion to the person's steps on each in the round's ``episodes_per_task`` episodes
+(the person's extra time goes where the robot needed help most); they are refined on but not counted in the
+round's intervention rate, which stays measured on the same number of episodes per task every round.
+
 With ``perturbation`` the robot is deployed (and refined) in the perturbed setting and every policy is
 also evaluated on the original tasks (forgetting).
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -62,6 +68,10 @@ class LoopConfig:
     """Refinement rounds (R); R + 1 policies are deployed."""
     episodes_per_task: int = 20
     """Interaction episodes per task and round (the paper updates every 20 interactions)."""
+    extra_episodes: int = 0
+    """More interaction episodes per round (all but the last), shared among the tasks in proportion to the
+    person's steps on each in that round's episodes_per_task episodes. Refined on, not counted in the
+    intervention rate. 0: none."""
     person: SimulatedPersonConfig = field(default_factory=SimulatedPersonConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
@@ -78,6 +88,11 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.episodes_per_task < 1:
             raise ValueError("rounds and episodes_per_task must be >= 1")
+        if self.extra_episodes < 0:
+            raise ValueError(f"extra_episodes must be >= 0, got {self.extra_episodes}")
+        if self.episodes_per_task + self.extra_episodes > ROUND_SEED_STRIDE:
+            raise ValueError(f"episodes_per_task + extra_episodes must be at most {ROUND_SEED_STRIDE} (a round's "
+                             f"env seeds), got {self.episodes_per_task + self.extra_episodes}")
         if not self.tasks:
             raise ValueError("tasks must not be empty")
         if any("+" in t for t in self.tasks):
@@ -106,8 +121,9 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
     for r in range(cfg.rounds + 1):
         rd = out / f"round_{r}"
         log.stage(f"round {r}: deploy {policy_dir}")
+        policy = VLAPolicy.load(policy_dir)
         summary = collect_interactions(
-            VLAPolicy.load(policy_dir), deploy_tasks, cfg.episodes_per_task,
+            policy, deploy_tasks, cfg.episodes_per_task,
             lambda task: SimulatedPerson(task, cfg.person), rd / "interactions", cfg.deploy, cfg.env,
             seed=r * ROUND_SEED_STRIDE,
         )
@@ -123,6 +139,12 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
             "success_rate_with_help": d["success_rate_with_help"], "success_rate": success[deploy_setting],
             "per_task": {t: results[t]["success_rate"] for t in deploy_tasks},
         }
+        extra = {}
+        if cfg.extra_episodes and r < cfg.rounds:
+            per_task = json.loads((rd / "interactions" / "summary.json").read_text())["per_task"]
+            extra = allocate_by_help({t: per_task.get(t, {}).get("human_steps", 0) for t in deploy_tasks},
+                                     cfg.extra_episodes)
+            entry["extra_episodes"] = extra
         if deploy_setting != ORIGINAL:
             entry["success_rate_original"] = success[ORIGINAL]
             entry["per_task_original"] = {t: results[t]["success_rate"] for t in settings[ORIGINAL]}
@@ -134,6 +156,16 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
         plot_loop(history, out / "loop.png")
         if r == cfg.rounds:
             break
+        if sum(extra.values()):
+            log.stage(f"round {r}: {sum(extra.values())} extra episodes where the person helped: "
+                      + ", ".join(f"{t} {n}" for t, n in extra.items() if n))
+            more = collect_interactions(
+                policy, tuple(t for t in deploy_tasks if extra[t]), extra,
+                lambda task: SimulatedPerson(task, cfg.person), rd / "extra_interactions", cfg.deploy, cfg.env,
+                seed=r * ROUND_SEED_STRIDE + cfg.episodes_per_task,  # the seeds after the round's own
+            )
+            log.info(f"round {r} extra interactions: {more.describe()}")
+            interactions.append(rd / "extra_interactions")
         next_dir = rd / "refine"
         if not (next_dir / "policy" / "config.json").exists():
             log.stage(f"round {r}: refine on {len(interactions)} round(s) of interactions")
@@ -142,6 +174,23 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
         policy_dir = next_dir / "policy"
     log.stage(f"loop done: {out / 'loop.json'}, {out / 'loop.png'}")
     return history
+
+
+def allocate_by_help(person_steps: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Share ``budget`` episodes among the tasks in proportion to the person's steps on each (largest
+    remainder; ties go to the task listed first). A task the person never helped on gets none, and if the
+    person helped on none, nothing is shared out."""
+    if budget < 0 or any(n < 0 for n in person_steps.values()):
+        raise ValueError(f"budget and person's steps must be >= 0, got {budget} and {dict(person_steps)}")
+    total = sum(person_steps.values())
+    if total == 0:
+        return {t: 0 for t in person_steps}
+    quotas = {t: budget * n / total for t, n in person_steps.items()}
+    shares = {t: int(q) for t, q in quotas.items()}
+    by_remainder = sorted(person_steps, key=lambda t: quotas[t] - shares[t], reverse=True)  # stable: ties keep order
+    for t in by_remainder[: budget - sum(shares.values())]:
+        shares[t] += 1
+    return shares
 
 
 def plot_loop(history: list[dict], path: Path) -> Path:
