@@ -168,7 +168,7 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
             interactions.append(rd / "extra_interactions")
         next_dir = rd / "refine"
         if not (next_dir / "policy" / "config.json").exists():
-            log.stage(f"round {r}: refine on {len(interactions)} round(s) of interactions")
+            log.stage(f"round {r}: refine on the interactions of {r + 1} round(s)")
             start = policy_dir if cfg.refine_from == "previous" else Path(base_policy)
             refine(start, list(interactions), demos, next_dir, cfg.refine)
         policy_dir = next_dir / "policy"
