@@ -287,6 +287,43 @@ def test_a_drop_after_handing_back_counts_only_once_lifted_again(pick_place_stat
     assert [why for _, why in person.triggers] == ["object_dropped"] * 2
 
 
+def test_object_slipping_trigger_then_the_person_regrasps(pick_place_state, expert_action):
+    z = float(pick_place_state[6])
+    assert np.linalg.norm(pick_place_state[4:7] - pick_place_state[36:39]) > 0.1  # far from the goal
+    rest = _at(pick_place_state, z + 0.05, z)
+    off_table = _at(pick_place_state, z + 0.07, z + 0.02)  # hand 5 cm above the block's centre
+    slid_1cm = _at(pick_place_state, z + 0.08, z + 0.02)  # the block 1 cm lower in the hand
+    slid_2cm = _at(pick_place_state, z + 0.09, z + 0.02)
+    person = SimulatedPerson(TASK, cfg(slip_distance=0.015, regrasp_steps=4, hold_steps=6))
+    decisions = [person.decide(StepContext(t=t, obs={}, state=s, policy_action=expert_action.copy(), reward=0.0,
+                                           success=False))
+                 for t, s in enumerate([rest, off_table, slid_1cm, slid_2cm] + [slid_2cm] * 6)]
+    assert who(decisions) == "PPPHHHHHHP"
+    assert person.triggers == [(3, "object_slipping")]
+    # open the gripper, rising in the first half of regrasp_steps, then the expert's actions
+    person_actions = np.array([d.action for d in decisions[3:9]])
+    np.testing.assert_array_equal(person_actions[:4, [0, 1]], 0.0)
+    np.testing.assert_array_equal(person_actions[:4, 2], [0.5, 0.5, 0.0, 0.0])
+    np.testing.assert_array_equal(person_actions[:4, 3], -1.0)
+    np.testing.assert_array_equal(person_actions[4:], [ScriptedExpert(TASK).act(slid_2cm)] * 2)
+    # slid only 1 cm, disabled, or near the goal (here: any distance counts as near): no trigger
+    states = [rest, off_table] + [slid_1cm] * 3
+    assert run_states(SimulatedPerson(TASK, cfg(slip_distance=0.015)), states, expert_action) == "PPPPP"
+    states = [rest, off_table] + [slid_2cm] * 3
+    assert run_states(SimulatedPerson(TASK, cfg(slip_distance=0.0)), states, expert_action) == "PPPPP"
+    near = SimulatedPerson(TASK, cfg(slip_distance=0.015, slip_goal_distance=10.0))
+    assert run_states(near, states, expert_action) == "PPPPP"
+    # the offset is taken when the block leaves the table: a hand that rises before that is no slip
+    states = [rest, _at(pick_place_state, z + 0.09, z), off_table, slid_1cm]
+    assert run_states(SimulatedPerson(TASK, cfg(slip_distance=0.015)), states, expert_action) == "PPPP"
+
+
+def test_other_takeovers_are_not_regrasps(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=1, slip_distance=0.015, regrasp_steps=4))
+    decisions = run(person, pick_place_state, expert_action, [DIVERGE] * 3)
+    np.testing.assert_array_equal(decisions[0].action, expert_action)
+
+
 def expert_triggers(task: str, seed: int, config: SimulatedPersonConfig) -> list[tuple[int, str]]:
     """The person's triggers while MetaWorld's scripted expert itself drives a whole episode."""
     from apo.envs import EnvConfig, make_env
@@ -322,6 +359,14 @@ def test_drop_trigger_leaves_the_scripted_expert_alone(task):
         assert expert_triggers(task, seed, SimulatedPersonConfig(drop_distance=0.15)) == [], (task, seed)
     if task == "shelf-place-v3":
         assert expert_triggers(task, 1_000_003, SimulatedPersonConfig(drop_distance=0.1))[0][1] == "object_dropped"
+
+
+@pytest.mark.parametrize("task", ["pick-place-v3", "shelf-place-v3"])
+def test_slip_trigger_leaves_the_scripted_expert_alone(task):
+    for seed in (1_000_000, 1_000_001):
+        assert expert_triggers(task, seed, SimulatedPersonConfig(slip_distance=0.015)) == [], (task, seed)
+    if task == "shelf-place-v3":  # where the expert itself lets the block go at the shelf's edge
+        assert expert_triggers(task, 1_000_003, SimulatedPersonConfig(slip_distance=0.015))[0][1] == "object_slipping"
 
 
 def test_reward_alone_takes_over_the_expert_on_peg_insert_side():
@@ -363,6 +408,9 @@ def test_config_validation():
         SimulatedPersonConfig(divergence_steps=-1)
     with pytest.raises(ValueError, match="drop_distance"):
         SimulatedPersonConfig(drop_distance=-0.1)
+    for bad in ({"slip_distance": -0.01}, {"slip_goal_distance": -1.0}, {"regrasp_steps": -1}):
+        with pytest.raises(ValueError, match="slip_distance"):
+            SimulatedPersonConfig(**bad)
     with pytest.raises(ValueError, match="lift_height"):
         SimulatedPersonConfig(lift_height=0.0)
     with pytest.raises(ValueError, match="progress_distance"):

@@ -12,6 +12,13 @@ Triggers (each can be disabled):
   before the goal. Without it a policy that drops the block on shelf-place carries on to the shelf
   empty-handed and is taken over only after the stall (docs/results.md, "Tenth loop"), so the K
   undesirable steps cover the stall, not the slip;
+* ``object slipping`` (off by default): the main object, since it left the table, has slid down in the
+  hand by more than ``slip_distance`` while still more than ``slip_goal_distance`` from its goal (a
+  shallow grasp losing the block: on shelf-place 9 of the base's 12 failures; docs/results.md,
+  "Twelfth loop"). It sees the slip tens of steps before the drop. The scripted expert keeps the
+  gripper closed near the object and cannot re-grasp a slipping block, so after this trigger the
+  person first opens the gripper and raises the hand for ``regrasp_steps`` steps, then drives with
+  the expert;
 * ``divergence`` (off by default): the policy's xyz action differs from the expert's by more than
   ``divergence_threshold`` (L2) for ``divergence_steps`` consecutive steps. It also takes over from
   a policy that would succeed in its own way, which marks good motions as undesirable (docs/results.md,
@@ -41,6 +48,9 @@ import numpy as np
 from apo.deployment.sources import INTERVENTION_SOURCES, Decision, InterventionSource, StepContext
 from apo.envs.experts import ScriptedExpert
 
+_OFF_TABLE = 0.01
+"""Height (metres) above its first-step position at which the object counts as off the table (for slips)."""
+
 
 @dataclass(frozen=True)
 class SimulatedPersonConfig:
@@ -61,6 +71,15 @@ class SimulatedPersonConfig:
     drop_distance: float = 0.0
     """Hand-to-object distance (metres) at which a lifted object counts as dropped (0 disables; 0.15
     leaves the scripted expert alone, 0.1 does not)."""
+    slip_distance: float = 0.0
+    """How far (metres) the object, once off the table, may slide down in the hand before the grasp counts
+    as slipping (0 disables; 0.015: the base's shelf-place slips slide 3-4 cm, its good grasps under 0.5 cm)."""
+    slip_goal_distance: float = 0.1
+    """A slip counts only while the object is farther than this (metres) from its goal: setting the block
+    on the shelf pushes it up the fingers."""
+    regrasp_steps: int = 12
+    """After an object_slipping trigger: steps the person first spends opening the gripper and raising the
+    hand (half of them) before driving with the expert."""
     lift_height: float = 0.04
     """Height (metres) above its first-step position the object must have reached to count as lifted."""
     hold_steps: int = 20
@@ -88,6 +107,9 @@ class SimulatedPersonConfig:
         if self.drop_distance < 0 or self.lift_height <= 0:
             raise ValueError(f"drop_distance must be >= 0 (0 disables) and lift_height > 0 metres, got "
                              f"{self.drop_distance} and {self.lift_height}")
+        if self.slip_distance < 0 or self.slip_goal_distance < 0 or self.regrasp_steps < 0:
+            raise ValueError(f"slip_distance (0 disables), slip_goal_distance and regrasp_steps must be >= 0, got "
+                             f"{self.slip_distance}, {self.slip_goal_distance} and {self.regrasp_steps}")
         if self.progress_distance < 0:
             raise ValueError(f"progress_distance must be >= 0 metres (0: reward only), got {self.progress_distance}")
         if self.release not in ("span", "agree"):
@@ -118,6 +140,8 @@ class SimulatedPerson(InterventionSource):
         self.since_progress = 0
         self.start_height: float | None = None  # the object's height at the first step
         self.lifted = False  # the object has been lifted lift_height above start_height
+        self.grip_offset: float | None = None  # object height minus hand height when it left the table
+        self.regrasping = 0  # steps left opening the gripper before the expert drives
         self.pending: int | None = None  # steps until a triggered takeover starts
         self.trigger: str | None = None
         self.in_control = 0  # steps held in the current takeover (0: not in control)
@@ -157,10 +181,25 @@ class SimulatedPerson(InterventionSource):
         self.lifted = self.lifted or float(state[6]) > self.start_height + c.lift_height
         return self.lifted and float(np.linalg.norm(state[0:3] - state[4:7])) > c.drop_distance
 
+    def _slipping(self, state: np.ndarray) -> bool:
+        """Whether the object, off the table since the last restart, has slid down in the hand by more than
+        slip_distance while still far from its goal."""
+        c = self.cfg
+        if not c.slip_distance:
+            return False
+        offset = float(state[6] - state[2])
+        if self.grip_offset is None:
+            if float(state[6]) > self.start_height + _OFF_TABLE:
+                self.grip_offset = offset
+            return False
+        far = float(np.linalg.norm(state[4:7] - state[36:39])) > c.slip_goal_distance
+        return far and self.grip_offset - offset > c.slip_distance
+
     def _restart_progress(self, ctx: StepContext) -> None:
         """Count progress from this step on (after handing back or looking away)."""
         self.diverging, self.since_progress = 0, 0
         self.lifted = False  # a drop counts only if the object is lifted again
+        self.grip_offset = None  # and a slip only once it leaves the table again
         self.best_reward = ctx.reward
         self.best_distances = self._distances(ctx.state)
 
@@ -175,6 +214,8 @@ class SimulatedPerson(InterventionSource):
                 return "object_lost"
         if self._dropped(ctx.state):
             return "object_dropped"
+        if self._slipping(ctx.state):
+            return "object_slipping"
         if c.divergence_steps and self.diverging >= c.divergence_steps:
             return "divergence"
         if c.no_progress_steps and self.since_progress >= c.no_progress_steps:
@@ -184,6 +225,17 @@ class SimulatedPerson(InterventionSource):
     def _look_away(self, ctx: StepContext) -> None:
         """Not watching (watch='on_request', no request): nothing of this step is seen."""
         self._restart_progress(ctx)
+
+    def _person_action(self, expert_action: np.ndarray) -> np.ndarray:
+        """The expert's action, or while re-grasping a slipping object: open the gripper (raising the hand
+        in the first half of regrasp_steps)."""
+        if not self.regrasping:
+            return expert_action
+        rise = 0.5 if self.regrasping > self.cfg.regrasp_steps // 2 else 0.0
+        self.regrasping -= 1
+        action = np.zeros_like(expert_action)
+        action[2], action[3] = rise, -1.0
+        return action
 
     def decide(self, ctx: StepContext) -> Decision:
         c = self.cfg
@@ -203,8 +255,8 @@ class SimulatedPerson(InterventionSource):
                     self.in_control > c.min_hold_steps and self.agreeing >= c.agree_steps
                 )
             if not release:
-                return Decision(action=expert_action)
-            self.in_control = 0
+                return Decision(action=self._person_action(expert_action))
+            self.in_control, self.regrasping = 0, 0
             self._restart_progress(ctx)
             return Decision()  # hand back: the policy acts this step
         if ctx.success or (c.max_takeovers is not None and self.takeovers >= c.max_takeovers):
@@ -228,5 +280,6 @@ class SimulatedPerson(InterventionSource):
             self.pending = None
             self.in_control, self.agreeing = 1, 0
             self.takeovers += 1
-            return Decision(action=expert_action)
+            self.regrasping = self.cfg.regrasp_steps if self.trigger == "object_slipping" else 0
+            return Decision(action=self._person_action(expert_action))
         return Decision()
