@@ -14,8 +14,8 @@ Triggers (each can be disabled):
   undesirable steps cover the stall, not the slip;
 * ``object slipping`` (off by default): the main object, since it left the table, has slid down in the
   hand by more than ``slip_distance`` while still more than ``slip_goal_distance`` from its goal (a
-  shallow grasp losing the block: on shelf-place 9 of the base's 12 failures; docs/results.md,
-  "Twelfth loop"). It sees the slip tens of steps before the drop. The scripted expert keeps the
+  shallow grasp losing the block: 9 of the base's 12 shelf-place takeovers; docs/results.md,
+  "Twelfth loop"). It sees the slip 35-46 steps before the no-progress trigger. The scripted expert keeps the
   gripper closed near the object and cannot re-grasp a slipping block, so after this trigger the
   person first opens the gripper and raises the hand for ``regrasp_steps`` steps, then drives with
   the expert;
@@ -48,7 +48,7 @@ import numpy as np
 from apo.deployment.sources import INTERVENTION_SOURCES, Decision, InterventionSource, StepContext
 from apo.envs.experts import ScriptedExpert
 
-_OFF_TABLE = 0.01
+OFF_TABLE = 0.01
 """Height (metres) above its first-step position at which the object counts as off the table (for slips)."""
 
 
@@ -189,7 +189,7 @@ class SimulatedPerson(InterventionSource):
             return False
         offset = float(state[6] - state[2])
         if self.grip_offset is None:
-            if float(state[6]) > self.start_height + _OFF_TABLE:
+            if float(state[6]) > self.start_height + OFF_TABLE:
                 self.grip_offset = offset
             return False
         far = float(np.linalg.norm(state[4:7] - state[36:39])) > c.slip_goal_distance
