@@ -57,12 +57,14 @@ def watch_and_rescue(episode, person_cfg: SimulatedPersonConfig, env_cfg: EnvCon
                 far = np.linalg.norm(state[4:7] - state[36:39]) > person_cfg.slip_goal_distance
                 if offset0 is not None and far:
                     slide = max(slide, offset0 - float(state[6] - state[2]))
-                if t >= stop:
+                if t >= len(episode):  # the recorded episode ended without a takeover
                     break
             proposal = episode.actions[min(t, stop - 1)]  # the policy's, as recorded (unused once in control)
             decision = person.decide(StepContext(t=t, obs={}, state=state, policy_action=proposal, reward=reward,
                                                  success=success))
             in_control = in_control or decision.action is not None
+            if not in_control and t >= stop:  # the watcher saw every state the recorded person saw before stepping in
+                break
             action = decision.action if in_control else episode.actions[t]
             if in_control and decision.action is None:  # handed back: count the person's attempt as over
                 break

@@ -15,7 +15,7 @@ Triggers (each can be disabled):
 * ``object slipping`` (off by default): the main object, since it left the table, has slid down in the
   hand by more than ``slip_distance`` while still more than ``slip_goal_distance`` from its goal (a
   shallow grasp losing the block: 9 of the base's 12 shelf-place takeovers; docs/results.md,
-  "Twelfth loop"). It sees the slip 35-46 steps before the no-progress trigger. The scripted expert keeps the
+  "Twelfth loop"). It sees the slip 35-44 steps before the no-progress trigger. The scripted expert keeps the
   gripper closed near the object and cannot re-grasp a slipping block, so after this trigger the
   person first opens the gripper and raises the hand for ``regrasp_steps`` steps, then drives with
   the expert;
