@@ -6,7 +6,8 @@ Replays the policy's steps of every episode of an interaction folder (resetting 
 takeover; if the watching person steps in before that, the person then drives to the task's step cap,
 once with ``regrasp_steps`` (open the gripper and raise the hand first) and once with 0 (the scripted
 expert at once). Per episode it also reports how far the object slid down in the hand between leaving
-the table and the first recorded takeover (or the end), so held and slipping grasps can be told apart.
+the table and the first recorded takeover (or the end), while it was farther than ``slip_goal_distance``
+from its goal, so held and slipping grasps can be told apart.
 
     python benchmarks/slip_rescues.py runs/pin/deploy50_finish_base --tasks shelf-place-v3 --name deploy50_base
 
@@ -51,6 +52,11 @@ def watch_and_rescue(episode, person_cfg: SimulatedPersonConfig, env_cfg: EnvCon
         in_control, succeeded_at = False, None
         while True:
             state = info["state"]
+            if not in_control and t < len(episode):
+                recorded = np.asarray(episode.proprio[t])
+                if not np.allclose(state[: recorded.shape[0]], recorded, atol=1e-4):
+                    raise ValueError(f"{episode.task} seed {episode.seed}: the replay does not reproduce the recorded "
+                                     f"proprioception at step {t}; replay with the env settings it was recorded with")
             if not in_control:
                 if offset0 is None and state[6] > z0 + OFF_TABLE:
                     offset0 = float(state[6] - state[2])
