@@ -324,6 +324,17 @@ def test_other_takeovers_are_not_regrasps(pick_place_state, expert_action):
     np.testing.assert_array_equal(decisions[0].action, expert_action)
 
 
+def test_regrasp_after_any_trigger(pick_place_state, expert_action):
+    person = SimulatedPerson(TASK, cfg(divergence_steps=1, regrasp_steps=4, hold_steps=6, regrasp_after="any"))
+    decisions = run(person, pick_place_state, expert_action, [DIVERGE] * 6)
+    assert [why for _, why in person.triggers] == ["divergence"]
+    held = [d.action for d in decisions if d.action is not None]
+    assert len(held) >= 5
+    # open the gripper (rising in the first half), then the expert's own actions
+    np.testing.assert_array_equal(np.array(held[:4])[:, 2:], [[0.5, -1.0], [0.5, -1.0], [0.0, -1.0], [0.0, -1.0]])
+    np.testing.assert_array_equal(held[4], expert_action)
+
+
 def expert_triggers(task: str, seed: int, config: SimulatedPersonConfig) -> list[tuple[int, str]]:
     """The person's triggers while MetaWorld's scripted expert itself drives a whole episode."""
     from apo.envs import EnvConfig, make_env
@@ -417,3 +428,5 @@ def test_config_validation():
         SimulatedPersonConfig(progress_distance=-0.01)
     with pytest.raises(ValueError, match="release"):
         SimulatedPersonConfig(release="never")
+    with pytest.raises(ValueError, match="regrasp_after"):
+        SimulatedPersonConfig(regrasp_after="drop")

@@ -17,7 +17,8 @@ Triggers (each can be disabled):
   shallow grasp losing the block: 9 of the base's 12 shelf-place takeovers; docs/results.md,
   "Twelfth loop"), 35-44 steps before the no-progress trigger. The scripted expert keeps the gripper
   closed near the object and cannot re-grasp a slipping block, so after this trigger the person first
-  opens the gripper and raises the hand for ``regrasp_steps`` steps, then drives with the expert;
+  opens the gripper and raises the hand for ``regrasp_steps`` steps, then drives with the expert
+  (``regrasp_after='any'``: after every trigger, e.g. a hand closed on a missed pick-place puck);
 * ``divergence`` (off by default): the policy's xyz action differs from the expert's by more than
   ``divergence_threshold`` (L2) for ``divergence_steps`` consecutive steps. It also takes over from
   a policy that would succeed in its own way, which marks good motions as undesirable (docs/results.md,
@@ -80,6 +81,9 @@ class SimulatedPersonConfig:
     regrasp_steps: int = 12
     """After an object_slipping trigger: steps the person first spends opening the gripper and raising the
     hand (half of them) before driving with the expert."""
+    regrasp_after: Literal["slip", "any"] = "slip"
+    """Which takeovers start with those regrasp_steps: slip (object_slipping only) or any (every trigger;
+    on pick-place the expert, taking over a hand closed on a missed puck, keeps pushing down closed)."""
     lift_height: float = 0.04
     """Height (metres) above its first-step position the object must have reached to count as lifted."""
     hold_steps: int = 20
@@ -112,6 +116,8 @@ class SimulatedPersonConfig:
                              f"{self.slip_distance}, {self.slip_goal_distance} and {self.regrasp_steps}")
         if self.progress_distance < 0:
             raise ValueError(f"progress_distance must be >= 0 metres (0: reward only), got {self.progress_distance}")
+        if self.regrasp_after not in ("slip", "any"):
+            raise ValueError(f"regrasp_after must be 'slip' or 'any', got {self.regrasp_after!r}")
         if self.release not in ("span", "agree"):
             raise ValueError(f"release must be 'span' or 'agree', got {self.release!r}")
         if self.watch not in ("always", "on_request"):
@@ -227,8 +233,8 @@ class SimulatedPerson(InterventionSource):
         self._restart_progress(ctx)
 
     def _person_action(self, expert_action: np.ndarray) -> np.ndarray:
-        """The expert's action, or while re-grasping a slipping object: open the gripper (raising the hand
-        in the first half of regrasp_steps)."""
+        """The expert's action, or while re-grasping (after a slip, or any trigger with regrasp_after='any'):
+        open the gripper (raising the hand in the first half of regrasp_steps)."""
         if not self.regrasping:
             return expert_action
         rise = 0.5 if self.regrasping > self.cfg.regrasp_steps // 2 else 0.0
@@ -280,6 +286,7 @@ class SimulatedPerson(InterventionSource):
             self.pending = None
             self.in_control, self.agreeing = 1, 0
             self.takeovers += 1
-            self.regrasping = self.cfg.regrasp_steps if self.trigger == "object_slipping" else 0
+            regrasp = c.regrasp_after == "any" or self.trigger == "object_slipping"
+            self.regrasping = c.regrasp_steps if regrasp else 0
             return Decision(action=self._person_action(expert_action))
         return Decision()
