@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from apo.deployment.simulated import SimulatedPerson, SimulatedPersonConfig
+from apo.deployment.simulated import SimulatedPerson, SimulatedPersonConfig, triggers_on_expert
 from apo.deployment.sources import StepContext
 from apo.envs import ScriptedExpert
 
@@ -335,31 +335,10 @@ def test_regrasp_after_any_trigger(pick_place_state, expert_action):
     np.testing.assert_array_equal(held[4], expert_action)
 
 
-def expert_triggers(task: str, seed: int, config: SimulatedPersonConfig) -> list[tuple[int, str]]:
-    """The person's triggers while MetaWorld's scripted expert itself drives a whole episode."""
-    from apo.envs import EnvConfig, make_env
-
-    env, expert = make_env(task, EnvConfig(image_size=16)), ScriptedExpert(task)
-    person = SimulatedPerson(task, dataclasses.replace(config, max_reaction_delay=0))
-    try:
-        _, info = env.reset(seed=seed)
-        person.reset(seed)
-        reward, success, t, done = 0.0, False, 0, False
-        while not done and not person.triggers:
-            action = expert.act(info["state"])
-            person.decide(StepContext(t=t, obs={}, state=info["state"], policy_action=action, reward=reward,
-                                      success=success))
-            _, reward, terminated, truncated, info = env.step(action)
-            success, t, done = info["success"], t + 1, terminated or truncated
-    finally:
-        env.close()
-    return person.triggers
-
-
 @pytest.mark.parametrize("task", ["coffee-push-v3", "peg-insert-side-v3", "pick-place-v3", "shelf-place-v3"])
 def test_default_person_leaves_the_scripted_expert_alone(task):
     for seed in (1_000_000, 1_000_001):
-        assert expert_triggers(task, seed, SimulatedPersonConfig()) == [], (task, seed)
+        assert triggers_on_expert(task, seed, SimulatedPersonConfig()) == [], (task, seed)
 
 
 @pytest.mark.parametrize("task", ["peg-insert-side-v3", "pick-place-v3", "shelf-place-v3"])
@@ -367,22 +346,22 @@ def test_drop_trigger_leaves_the_scripted_expert_alone(task):
     # on shelf-place seed 1_000_003 the expert itself lets go at the shelf's edge and grasps again: a 15 cm
     # drop distance leaves it alone there, 10 cm takes it over
     for seed in (1_000_000, 1_000_003):
-        assert expert_triggers(task, seed, SimulatedPersonConfig(drop_distance=0.15)) == [], (task, seed)
+        assert triggers_on_expert(task, seed, SimulatedPersonConfig(drop_distance=0.15)) == [], (task, seed)
     if task == "shelf-place-v3":
-        assert expert_triggers(task, 1_000_003, SimulatedPersonConfig(drop_distance=0.1))[0][1] == "object_dropped"
+        assert triggers_on_expert(task, 1_000_003, SimulatedPersonConfig(drop_distance=0.1))[0][1] == "object_dropped"
 
 
 @pytest.mark.parametrize("task", ["pick-place-v3", "shelf-place-v3"])
 def test_slip_trigger_leaves_the_scripted_expert_alone(task):
     for seed in (1_000_000, 1_000_001):
-        assert expert_triggers(task, seed, SimulatedPersonConfig(slip_distance=0.015)) == [], (task, seed)
+        assert triggers_on_expert(task, seed, SimulatedPersonConfig(slip_distance=0.015)) == [], (task, seed)
     if task == "shelf-place-v3":  # where the expert itself lets the block go at the shelf's edge
-        assert expert_triggers(task, 1_000_003, SimulatedPersonConfig(slip_distance=0.015))[0][1] == "object_slipping"
+        assert triggers_on_expert(task, 1_000_003, SimulatedPersonConfig(slip_distance=0.015))[0][1] == "object_slipping"
 
 
 def test_reward_alone_takes_over_the_expert_on_peg_insert_side():
     # why progress_distance exists: peg-insert-side's reward stays flat while the expert approaches the peg
-    assert expert_triggers("peg-insert-side-v3", 1_000_000, SimulatedPersonConfig(progress_distance=0.0)) == [
+    assert triggers_on_expert("peg-insert-side-v3", 1_000_000, SimulatedPersonConfig(progress_distance=0.0)) == [
         (40, "no_progress")]
 
 

@@ -40,7 +40,7 @@ steps the person had to watch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -290,3 +290,26 @@ class SimulatedPerson(InterventionSource):
             self.regrasping = c.regrasp_steps if regrasp else 0
             return Decision(action=self._person_action(expert_action))
         return Decision()
+
+
+def triggers_on_expert(task: str, seed: int, config: SimulatedPersonConfig) -> list[tuple[int, str]]:
+    """The person's (step, trigger) pairs while MetaWorld's scripted expert itself drives one episode
+    (env seed ``seed``, no reaction delay), up to the first trigger: a person who takes over the expert
+    marks good steps as undesirable. Renders 16 px images (the triggers read the simulator state only)."""
+    from apo.envs import EnvConfig, make_env
+
+    env, expert = make_env(task, EnvConfig(image_size=16)), ScriptedExpert(task)
+    person = SimulatedPerson(task, replace(config, max_reaction_delay=0))
+    try:
+        _, info = env.reset(seed=seed)
+        person.reset(seed)
+        reward, success, t, done = 0.0, False, 0, False
+        while not done and not person.triggers:
+            action = expert.act(info["state"])
+            person.decide(StepContext(t=t, obs={}, state=info["state"], policy_action=action, reward=reward,
+                                      success=success))
+            _, reward, terminated, truncated, info = env.step(action)
+            success, t, done = info["success"], t + 1, terminated or truncated
+    finally:
+        env.close()
+    return person.triggers
