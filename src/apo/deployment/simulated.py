@@ -83,7 +83,7 @@ class SimulatedPersonConfig:
     hand (half of them) before driving with the expert."""
     regrasp_after: Literal["slip", "any"] = "slip"
     """Which takeovers start with those regrasp_steps: slip (object_slipping only) or any (every trigger;
-    on pick-place the expert, taking over a hand closed on a missed puck, keeps pushing down closed)."""
+    on pick-place the expert, taking over a hand closed on a missed puck, can keep pushing down closed)."""
     lift_height: float = 0.04
     """Height (metres) above its first-step position the object must have reached to count as lifted."""
     hold_steps: int = 20
