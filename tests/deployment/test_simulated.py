@@ -183,6 +183,20 @@ def test_no_progress_trigger(pick_place_state, expert_action):
     assert who(d) == "PPPPHH"
 
 
+def test_no_progress_steps_per_task(pick_place_state, expert_action):
+    per_task = {TASK: 4, "shelf-place-v3": 30}
+    person = SimulatedPerson(TASK, cfg(no_progress_steps=40, no_progress_steps_per_task=per_task, hold_steps=50))
+    assert person.no_progress_steps == 4
+    d = run(person, pick_place_state, expert_action, [AGREE] * 7, rewards=[0.0] * 7)
+    assert who(d) == "PPPPHHH" and person.triggers == [(4, "no_progress")]
+    # a perturbed variant takes its original task's patience unless named itself; other tasks the default
+    assert SimulatedPerson(f"{TASK}+texture", cfg(no_progress_steps_per_task=per_task)).no_progress_steps == 4
+    named = {**per_task, f"{TASK}+texture": 7}
+    assert SimulatedPerson(f"{TASK}+texture", cfg(no_progress_steps_per_task=named)).no_progress_steps == 7
+    assert SimulatedPerson("coffee-push-v3", cfg(no_progress_steps=40,
+                                                 no_progress_steps_per_task=per_task)).no_progress_steps == 40
+
+
 def test_default_person_steps_in_on_failure_signs_only(pick_place_state, expert_action):
     default = dataclasses.replace(SimulatedPersonConfig(), max_reaction_delay=0)
     # a policy that moves its own way while making progress is left alone ...
@@ -359,6 +373,16 @@ def test_slip_trigger_leaves_the_scripted_expert_alone(task):
         assert triggers_on_expert(task, 1_000_003, SimulatedPersonConfig(slip_distance=0.015))[0][1] == "object_slipping"
 
 
+def test_per_task_patience_where_the_expert_needs_it():
+    # benchmarks/person_on_expert.py: 10 steps without progress never take over the expert on pick-place,
+    # but do on shelf-place, where the default 40 leaves it alone; only the named task gets the short patience
+    short = SimulatedPersonConfig(no_progress_steps_per_task={"pick-place-v3": 10, "shelf-place-v3": 10})
+    assert triggers_on_expert("pick-place-v3", 1_000_000, short) == []
+    assert triggers_on_expert("shelf-place-v3", 1_000_000, short)[0][1] == "no_progress"
+    only_pick = SimulatedPersonConfig(no_progress_steps_per_task={"pick-place-v3": 10})
+    assert triggers_on_expert("shelf-place-v3", 1_000_000, only_pick) == []
+
+
 def test_reward_alone_takes_over_the_expert_on_peg_insert_side():
     # why progress_distance exists: peg-insert-side's reward stays flat while the expert approaches the peg
     assert triggers_on_expert("peg-insert-side-v3", 1_000_000, SimulatedPersonConfig(progress_distance=0.0)) == [
@@ -409,3 +433,7 @@ def test_config_validation():
         SimulatedPersonConfig(release="never")
     with pytest.raises(ValueError, match="regrasp_after"):
         SimulatedPersonConfig(regrasp_after="drop")
+    with pytest.raises(KeyError, match="unknown task 'pick-plac'.*pick-place-v3"):
+        SimulatedPersonConfig(no_progress_steps_per_task={"pick-plac": 10})
+    with pytest.raises(ValueError, match=r"no_progress_steps_per_task\['pick-place-v3'\]"):
+        SimulatedPersonConfig(no_progress_steps_per_task={"pick-place-v3": -1})

@@ -40,13 +40,14 @@ steps the person had to watch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from apo.deployment.sources import INTERVENTION_SOURCES, Decision, InterventionSource, StepContext
 from apo.envs.experts import ScriptedExpert
+from apo.envs.tasks import TASKS
 
 OFF_TABLE = 0.01
 """Height (metres) above its first-step position at which the object counts as off the table (for slips)."""
@@ -61,6 +62,11 @@ class SimulatedPersonConfig:
     failure only; runs 1-5 and the first loop in docs/results.md used 6)."""
     no_progress_steps: int = 40
     """Steps without progress (reward, or the distances of progress_distance) that trigger a takeover (0 disables)."""
+    no_progress_steps_per_task: dict[str, int] = field(default_factory=dict)
+    """Per-task no_progress_steps in place of the one above, e.g. ``pick-place-v3 10`` (a perturbed
+    '<task>+<perturbation>' takes its original task's unless named itself). On pick-place 10 steps leave
+    the scripted expert alone, on peg-insert-side and shelf-place they take it over
+    (benchmarks/person_on_expert.py)."""
     progress_margin: float = 0.05
     """Improvement of the best dense reward that counts as progress."""
     progress_distance: float = 0.01
@@ -114,6 +120,10 @@ class SimulatedPersonConfig:
         if self.slip_distance < 0 or self.slip_goal_distance < 0 or self.regrasp_steps < 0:
             raise ValueError(f"slip_distance (0 disables), slip_goal_distance and regrasp_steps must be >= 0, got "
                              f"{self.slip_distance}, {self.slip_goal_distance} and {self.regrasp_steps}")
+        for task, steps in self.no_progress_steps_per_task.items():
+            TASKS.get(task)  # an unknown task name is an error naming the valid ones
+            if steps < 0:
+                raise ValueError(f"no_progress_steps_per_task[{task!r}] must be >= 0 (0 disables), got {steps}")
         if self.progress_distance < 0:
             raise ValueError(f"progress_distance must be >= 0 metres (0: reward only), got {self.progress_distance}")
         if self.regrasp_after not in ("slip", "any"):
@@ -136,6 +146,9 @@ class SimulatedPerson(InterventionSource):
         self.help_signal = help_signal
         """Returns True while the robot asks for help (None: it never asks)."""
         self.expert = ScriptedExpert(task)
+        per_task = config.no_progress_steps_per_task
+        self.no_progress_steps = per_task.get(task, per_task.get(task.split("+")[0], config.no_progress_steps))
+        """This task's no_progress_steps."""
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -224,7 +237,7 @@ class SimulatedPerson(InterventionSource):
             return "object_slipping"
         if c.divergence_steps and self.diverging >= c.divergence_steps:
             return "divergence"
-        if c.no_progress_steps and self.since_progress >= c.no_progress_steps:
+        if self.no_progress_steps and self.since_progress >= self.no_progress_steps:
             return "no_progress"
         return None
 
