@@ -349,6 +349,20 @@ def test_regrasp_after_any_trigger(pick_place_state, expert_action):
     np.testing.assert_array_equal(held[4], expert_action)
 
 
+def test_regrasp_after_per_task(pick_place_state, expert_action):
+    c = cfg(divergence_steps=1, regrasp_steps=4, hold_steps=6, regrasp_after="slip",
+            regrasp_after_per_task={TASK: "any"})
+    held = [d.action for d in run(SimulatedPerson(TASK, c), pick_place_state, expert_action, [DIVERGE] * 3)]
+    np.testing.assert_array_equal(held[0][2:], [0.5, -1.0])  # pick-place regrasps after a divergence
+    assert SimulatedPerson(f"{TASK}+texture", c).regrasp_after == "any"
+    # another task keeps the default: the same contexts give the expert's action at once
+    other = SimulatedPerson("shelf-place-v3", c)
+    assert other.regrasp_after == "slip"
+    flipped = dataclasses.replace(c, regrasp_after="any", regrasp_after_per_task={TASK: "slip"})
+    held = [d.action for d in run(SimulatedPerson(TASK, flipped), pick_place_state, expert_action, [DIVERGE] * 3)]
+    np.testing.assert_array_equal(held[0], expert_action)
+
+
 @pytest.mark.parametrize("task", ["coffee-push-v3", "peg-insert-side-v3", "pick-place-v3", "shelf-place-v3"])
 def test_default_person_leaves_the_scripted_expert_alone(task):
     for seed in (1_000_000, 1_000_001):
@@ -437,3 +451,7 @@ def test_config_validation():
         SimulatedPersonConfig(no_progress_steps_per_task={"pick-plac": 10})
     with pytest.raises(ValueError, match=r"no_progress_steps_per_task\['pick-place-v3'\]"):
         SimulatedPersonConfig(no_progress_steps_per_task={"pick-place-v3": -1})
+    with pytest.raises(KeyError, match="unknown task 'shelf'"):
+        SimulatedPersonConfig(regrasp_after_per_task={"shelf": "any"})
+    with pytest.raises(ValueError, match=r"regrasp_after_per_task\['pick-place-v3'\]"):
+        SimulatedPersonConfig(regrasp_after_per_task={"pick-place-v3": "always"})
