@@ -355,9 +355,8 @@ def test_regrasp_after_per_task(pick_place_state, expert_action):
     held = [d.action for d in run(SimulatedPerson(TASK, c), pick_place_state, expert_action, [DIVERGE] * 3)]
     np.testing.assert_array_equal(held[0][2:], [0.5, -1.0])  # pick-place regrasps after a divergence
     assert SimulatedPerson(f"{TASK}+texture", c).regrasp_after == "any"
-    # another task keeps the default: the same contexts give the expert's action at once
-    other = SimulatedPerson("shelf-place-v3", c)
-    assert other.regrasp_after == "slip"
+    assert SimulatedPerson("shelf-place-v3", c).regrasp_after == "slip"  # another task keeps the default
+    # and a task named 'slip' under a default of 'any' gets the expert's action at once
     flipped = dataclasses.replace(c, regrasp_after="any", regrasp_after_per_task={TASK: "slip"})
     held = [d.action for d in run(SimulatedPerson(TASK, flipped), pick_place_state, expert_action, [DIVERGE] * 3)]
     np.testing.assert_array_equal(held[0], expert_action)
