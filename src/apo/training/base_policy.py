@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from apo.data import DatasetError, DatasetStats, Episode, load_episodes
 from apo.data.dataset import StepData, action_chunks
@@ -127,6 +128,9 @@ def train_base_policy(data_dir: str | os.PathLike, out_dir: str | os.PathLike, r
     distributed.init_from_env()
     episodes = load_episodes(data_dir)
     image_size = episodes[0].images.shape[1]
+    # the initial weights come from the training seed: torch seeds its global generator at random at start-up,
+    # so without this every build of one recipe started from other weights (docs/base_policy.md: 53.5-76%)
+    torch.manual_seed(recipe.train.seed)
     policy = build_policy(data_dir, recipe, image_size, episodes)
     policy.rendering = recorded_rendering([ep.extras for ep in episodes], str(data_dir))
     data = StepData.from_episodes(episodes, policy.tokenizer)
