@@ -33,7 +33,10 @@ def apo(*args: str, threads: int | None = None) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    subprocess.run(["apo", *args], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(["apo", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:  # the progress bars stay hidden, the error does not
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"`apo {' '.join(args)}` failed (exit {done.returncode}):\n{tail}")
 
 
 def dataset_digests(folder: Path) -> dict[str, str]:
