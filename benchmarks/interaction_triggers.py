@@ -12,6 +12,11 @@ resampled within each task): how far a round's rate can move by which episodes i
 training seeds, each on the same episodes): the person's steps over all their steps, with a bootstrap
 interval that resamples each folder's episodes within each task.
 
+``--against BASE`` adds, for every folder (and the pool), the relative change of its intervention rate
+against BASE's, an interaction folder collected on the same env seeds (e.g. the base policy's on the
+same fresh episodes), with a paired bootstrap interval (``apo.evaluation.report.paired_rate_change``):
+-50% is the loop goal, halved.
+
 ``--give-up-after N`` adds what the figures would be with a person who ends an episode instead of taking
 over for the (N+1)-th time. No rerun is needed: the person's triggers depend only on what happened
 before them, so such an episode is the recorded one cut at the step of that trigger (and counts as failed).
@@ -33,10 +38,11 @@ from apo.data.episode import LABEL_HUMAN, LABEL_UNDESIRABLE
 from apo.data.storage import DatasetError
 from apo.deployment.labels import takeover_steps, unrescued_person_steps
 from apo.deployment.runner import episode_triggers
+from apo.evaluation.report import paired_rate_change
 
 
-def bootstrap_rate(steps: dict[str, list[tuple[int, int]]], resamples: int = 2000, seed: int = 0) -> list[float]:
-    """95% interval of sum(person's steps) / sum(steps), resampling the (person's steps, steps) pairs of
+def bootstrap_rate(steps: dict[str, list[tuple[int, int, int]]], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of sum(person's steps) / sum(steps), resampling the (person's steps, steps, env seed) of
     each group's episodes with replacement (every group, a task or a folder's task, keeps its episode count)."""
     rng = np.random.default_rng(seed)
     human, total = np.zeros(resamples), np.zeros(resamples)
@@ -65,8 +71,8 @@ def if_person_gave_up(episodes, after: int) -> dict:
             "intervention_rate": human / max(1, total)}
 
 
-def folder_report(folder: str, give_up_after: list[int] = ()) -> tuple[dict, dict[str, list[tuple[int, int]]]]:
-    """The folder's figures, and each task's (person's steps, steps) per episode."""
+def folder_report(folder: str, give_up_after: list[int] = ()) -> tuple[dict, dict[str, list[tuple[int, int, int]]]]:
+    """The folder's figures, and each task's (person's steps, steps, env seed) per episode."""
     episodes = load_episodes(folder)
     total = sum(len(ep) for ep in episodes)
     tasks: dict[str, dict] = {}
@@ -84,7 +90,7 @@ def folder_report(folder: str, give_up_after: list[int] = ()) -> tuple[dict, dic
             row["failed_with_help"] += int(not ep.success)
             row["human_steps_in_failures"] += int(unrescued_person_steps(ep.labels, ep.success).sum())
         row["undesirable_steps"] += int((ep.labels == LABEL_UNDESIRABLE).sum())
-        steps.setdefault(ep.task, []).append((human, len(ep)))
+        steps.setdefault(ep.task, []).append((human, len(ep), ep.seed))
         for step, name in episode_triggers(ep):
             row["triggers"].setdefault(name, []).append(step)
     for row in tasks.values():
@@ -98,14 +104,32 @@ def folder_report(folder: str, give_up_after: list[int] = ()) -> tuple[dict, dic
     return report, steps
 
 
-def pooled_report(steps_per_folder: dict[str, dict[str, list[tuple[int, int]]]]) -> dict:
+def pooled_report(steps_per_folder: dict[str, dict[str, list[tuple[int, int, int]]]]) -> dict:
     """All folders taken together: sum of the person's steps over sum of the steps, bootstrap over each
     folder's episodes within each task."""
     groups = {f"{folder}/{task}": pairs for folder, steps in steps_per_folder.items() for task, pairs in steps.items()}
-    human = sum(h for pairs in groups.values() for h, _ in pairs)
-    total = sum(n for pairs in groups.values() for _, n in pairs)
+    human = sum(row[0] for pairs in groups.values() for row in pairs)
+    total = sum(row[1] for pairs in groups.values() for row in pairs)
     return {"folders": list(steps_per_folder), "human_steps": human, "steps": total,
             "intervention_rate": human / max(1, total), "intervention_rate_ci95": bootstrap_rate(groups)}
+
+
+def by_seed(folder: str, steps: dict[str, list[tuple[int, int, int]]]) -> dict[str, dict[int, tuple[int, int]]]:
+    """task -> {env seed: (person's steps, steps)}, for pairing with another folder on the same seeds."""
+    out: dict[str, dict[int, tuple[int, int]]] = {}
+    for task, rows in steps.items():
+        for human, n, seed in rows:
+            if seed in out.setdefault(task, {}):
+                raise ValueError(f"{folder}: two {task} episodes on env seed {seed}; --against pairs one episode per "
+                                 "seed, give a folder of one collection")
+            out[task][seed] = (human, n)
+    return out
+
+
+def change_line(name: str, change: dict) -> str:
+    lo, hi = change["change_ci95"]
+    return (f"{name}: intervention rate {change['baseline_rate']:.1%} -> {change['rate']:.1%}, "
+            f"{change['change']:+.0%} (paired 95% CI {lo:+.0%} to {hi:+.0%})")
 
 
 def _summed(rows) -> dict[str, int]:
@@ -148,6 +172,9 @@ def main() -> None:
                     help="also report the figures of a person who ends an episode instead of its (N+1)-th takeover")
     ap.add_argument("--pool", action="store_true",
                     help="also report all folders taken together (e.g. several training seeds' final policies)")
+    ap.add_argument("--against", metavar="BASE",
+                    help="also report each folder's change of the intervention rate against this folder's, "
+                         "collected on the same env seeds (paired bootstrap interval)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "interaction_triggers.json"))
     args = ap.parse_args()
     if args.pool and "pooled" in args.folders:
@@ -168,6 +195,17 @@ def main() -> None:
         lo, hi = pooled["intervention_rate_ci95"]
         print(f"pooled over {len(steps)} folders: intervention rate {pooled['intervention_rate']:.1%} "
               f"(95% CI {lo:.1%}-{hi:.1%}), {pooled['human_steps']} of {pooled['steps']} steps by the person\n")
+    if args.against:
+        try:
+            base = by_seed(args.against, folder_report(args.against)[1])
+            runs = {folder: by_seed(folder, s) for folder, s in steps.items()}
+            changes = {folder: paired_rate_change([run], base) for folder, run in runs.items()}
+            if args.pool:
+                changes["pooled"] = paired_rate_change(list(runs.values()), base)
+        except (DatasetError, ValueError) as err:
+            raise SystemExit(f"--against {args.against}: {err}") from None
+        results["against"] = {"baseline": args.against, "changes": changes}
+        print("\n".join(change_line(name, c) for name, c in changes.items()) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"saved {args.out}")

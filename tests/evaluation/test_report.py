@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from apo.evaluation.report import (markdown_table, method_table, paired_note, paired_sign_test, wilson,
-                                   write_settings_report)
+from apo.evaluation.report import (markdown_table, method_table, paired_note, paired_rate_change, paired_sign_test,
+                                   wilson, write_settings_report)
 
 
 def results(**rates: list[bool]) -> dict:
@@ -137,3 +137,37 @@ def test_compare_evals_refuses_files_that_are_not_comparable(tmp_path):
     (tmp_path / "bad" / "eval.json").write_text("{not json")
     with pytest.raises(EvalFileError, match="not an eval.json"):
         compare_evals({"bad": tmp_path / "bad"})
+
+
+def test_paired_rate_change_on_hand_worked_episodes():
+    base = {"a": {1: (10, 100), 2: (0, 100)}, "b": {5: (20, 100)}}  # 30 of 300 steps: 10%
+    halved = {"a": {2: (0, 100), 1: (5, 100)}, "b": {5: (10, 100)}}  # every episode's help halved
+    got = paired_rate_change([halved], base)
+    assert got["baseline_rate"] == pytest.approx(0.1) and got["rate"] == pytest.approx(0.05)
+    assert got["change"] == pytest.approx(-0.5)
+    # the same ratio in every episode: whichever seeds a resample draws, the change stays -50%
+    assert got["change_ci95"] == pytest.approx([-0.5, -0.5])
+    # two training seeds pooled: (15 + 30) / 600 = 7.5% -> -25%
+    assert paired_rate_change([halved, base], base)["change"] == pytest.approx(-0.25)
+
+
+def test_paired_rate_change_interval_reflects_disagreeing_episodes():
+    base = {"a": {s: (10, 100) for s in range(20)}}
+    # half the seeds fixed, half unchanged: -50% overall, but a resample can draw more of either half
+    mixed = {"a": {s: (0 if s % 2 else 10, 100) for s in range(20)}}
+    got = paired_rate_change([mixed], base, resamples=4000)
+    assert got["change"] == pytest.approx(-0.5)
+    lo, hi = got["change_ci95"]
+    assert -0.8 < lo < -0.5 < hi < -0.2
+    # unpaired resampling would also move the baseline's rate; paired, a seed is drawn for both runs
+    assert paired_rate_change([base], base)["change_ci95"] == pytest.approx([0.0, 0.0])
+
+
+def test_paired_rate_change_refuses_unpaired_runs():
+    base = {"a": {1: (10, 100), 2: (0, 100)}}
+    with pytest.raises(ValueError, match=r"env seeds \[3\]"):
+        paired_rate_change([{"a": {1: (5, 100), 2: (0, 100), 3: (0, 100)}}], base)
+    with pytest.raises(ValueError, match="b: env seeds"):
+        paired_rate_change([{"a": base["a"], "b": {1: (0, 100)}}], base)
+    with pytest.raises(ValueError, match="no person's steps"):
+        paired_rate_change([base], {"a": {1: (0, 100), 2: (0, 100)}})

@@ -37,6 +37,44 @@ def paired_sign_test(results: dict, baseline: dict, tasks: list[str]) -> dict:
     return {"won": won, "lost": lost, "p_value": float(p)}
 
 
+def paired_rate_change(policies: list[dict], baseline: dict, resamples: int = 2000, seed: int = 0) -> dict:
+    """Relative change of the intervention rate against a baseline run on the same env seeds.
+
+    ``baseline`` and every entry of ``policies`` (e.g. one per training seed) map task -> {env seed:
+    (person's steps, steps)} of one interaction episode per seed. The rate is sum(person's steps) /
+    sum(steps) (the policies pooled); ``change`` = rate / baseline rate - 1 (-0.5: halved). The 95%
+    interval resamples each task's env seeds with replacement, the same draw for the baseline and every
+    policy, so the luck of which start states were drawn cancels out of the ratio."""
+    if not policies:
+        raise ValueError("no policy runs to compare with the baseline")
+    tasks = sorted(baseline)
+    seeds = {t: sorted(baseline[t]) for t in tasks}
+    for i, policy in enumerate(policies):
+        for t in sorted(set(tasks) | set(policy)):
+            unpaired = set(seeds.get(t, ())) ^ set(policy.get(t, {}))
+            if unpaired:
+                raise ValueError(f"policy {i}, {t}: env seeds {sorted(unpaired)[:5]} are not in both runs; collect "
+                                 "both on the same seeds (--seed, --episodes-per-task, --tasks)")
+    if not sum(h for t in tasks for h, _ in baseline[t].values()):
+        raise ValueError("the baseline run has no person's steps: a relative change of its rate is undefined")
+    # (runs, tasks' episodes, 2): run 0 is the baseline
+    arrays = {t: np.array([[run[t][s] for s in seeds[t]] for run in [baseline, *policies]], dtype=float)
+              for t in tasks}
+
+    def change(sums: np.ndarray) -> np.ndarray:  # sums (..., runs, 2) -> pooled policies' rate / baseline's - 1
+        base = sums[..., 0, 0] / sums[..., 0, 1]
+        return (sums[..., 1:, 0].sum(-1) / sums[..., 1:, 1].sum(-1)) / base - 1
+
+    sums = sum(a.sum(1) for a in arrays.values())
+    rng = np.random.default_rng(seed)
+    boot = sum(a[:, rng.integers(0, a.shape[1], size=(resamples, a.shape[1]))].sum(2).transpose(1, 0, 2)
+               for a in arrays.values())
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample whose baseline needed no person
+        ci = np.percentile(change(boot), [2.5, 97.5]).tolist()
+    return {"baseline_rate": float(sums[0, 0] / sums[0, 1]), "rate": float(sums[1:, 0].sum() / sums[1:, 1].sum()),
+            "change": float(change(sums)), "change_ci95": ci}
+
+
 def method_table(runs: dict[str, list[dict]], tasks: list[str], baseline: str | None = "base") -> dict:
     """``runs[method]`` is a list (one per training seed) of eval.json ``results`` dicts.
     Returns per method and task the pooled success rate, its Wilson 95% CI and the per-seed rates; with a
