@@ -6,7 +6,9 @@ state back. For every episode that had a takeover and still failed, this prints 
 object (MetaWorld state 4:7) and the goal (36:39) at the first takeover and at the end, and how far the
 object moved while the person was in control. It also replays each episode up to its first takeover and
 lets the scripted expert (the simulated person) keep control until the episode's step cap: whether the
-person would have rescued it by holding on instead of handing back after ``hold_steps``.
+person would have rescued it by holding on instead of handing back after ``hold_steps``. And it
+measures how far toward the back of the table (+y) the hand reaches at the object's final height and x
+(``hand_reach_y``): an object that ends behind that line is out of any person's reach.
 
     python benchmarks/failed_rescues.py runs/loop_hold60/round_0/interactions --tasks pick-place-v3 --name x
 
@@ -72,6 +74,21 @@ def expert_keeps_control(episode, env_cfg: EnvConfig) -> int | None:
         env.close()
 
 
+def hand_reach_y(task: str, seed: int, x: float, z: float, env_cfg: EnvConfig, steps: int = 150) -> float:
+    """How far back (+y) the hand gets at (x, z): full-speed steps toward (x, y far behind the table, z),
+    gripper open, from the reset of ``seed``; the arm's joint limits stop it."""
+    env = make_env(task, env_cfg)
+    try:
+        _, info = env.reset(seed=seed)
+        target = np.array([x, 2.0, z])
+        for _ in range(steps):
+            move = np.clip((target - info["state"][0:3]) * 50.0, -1.0, 1.0)
+            _, _, _, _, info = env.step(np.append(move, -1.0).astype(np.float32))
+        return float(info["state"][1])
+    finally:
+        env.close()
+
+
 def rescue_summary(episode, states: np.ndarray) -> dict:
     """Hand, object and goal at the first takeover and at the end, and the object's travel under the person."""
     human = np.asarray(episode.labels) == LABEL_HUMAN
@@ -105,21 +122,28 @@ def main() -> None:
     env_cfg = EnvConfig()  # what is drawn (goal pin, camera) does not change the states; task variants are in the name
     out: dict[str, list[dict]] = {}
     print("| task | seed | person's steps | object to goal at takeover -> at end (m) | object moved by the person (m) "
-          "| holding on from the first takeover |\n|---|---|---|---|---|---|")
+          "| holding on from the first takeover | object behind the hand's reach at the end (cm) |"
+          "\n|---|---|---|---|---|---|---|")
     for ep in failed:
         try:
             row = rescue_summary(ep, replay_states(ep, env_cfg))
             row["holding_on_succeeds_at"] = expert_keeps_control(ep, env_cfg)
+            x, y, z = row["at_end"]["object"]
+            row["hand_reach_y_at_end_object"] = round(hand_reach_y(ep.task, ep.seed, x, z, env_cfg), 3)
+            row["object_behind_reach_cm"] = round(100 * (y - row["hand_reach_y_at_end_object"]), 1)
         except (UnknownNameError, KeyError, ValueError) as err:  # KeyError: no scripted expert for the task
             sys.exit(f"error: {err}")
         out.setdefault(ep.task, []).append(row)
         held = row["holding_on_succeeds_at"]
         print(f"| {ep.task} | {row['seed']} | {row['person_steps']} | {row['at_takeover']['object_to_goal']:.3f} -> "
               f"{row['at_end']['object_to_goal']:.3f} | {row['object_moved_by_person']:.3f} | "
-              f"{'rescued at step ' + str(held) if held is not None else 'fails too'} |")
+              f"{'rescued at step ' + str(held) if held is not None else 'fails too'} | "
+              f"{row['object_behind_reach_cm']:+.1f} |")
     for task, rows in out.items():
         rescued = sum(r["holding_on_succeeds_at"] is not None for r in rows)
-        print(f"{task}: holding on would have rescued {rescued} of {len(rows)} failed rescues")
+        behind = sum(r["object_behind_reach_cm"] > 0 for r in rows)
+        print(f"{task}: holding on would have rescued {rescued} of {len(rows)} failed rescues; "
+              f"{behind} ended with the object behind the hand's reach")
     path = Path(__file__).parent / "results" / f"failed_rescues_{args.name}.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"saved {path}")
