@@ -17,6 +17,10 @@ against BASE's, an interaction folder collected on the same env seeds (e.g. the 
 same fresh episodes), with a paired bootstrap interval (``apo.evaluation.report.paired_rate_change``):
 -50% is the loop goal, halved.
 
+``--plot PNG`` draws one stacked bar per folder: each task's share of all the folder's steps taken by the
+person (the bar's height is the folder's intervention rate), with the bootstrap interval; with ``--against``
+also BASE's bar and a line at half its rate (the loop goal).
+
 ``--give-up-after N`` adds what the figures would be with a person who ends an episode instead of taking
 over for the (N+1)-th time. No rerun is needed: the person's triggers depend only on what happened
 before them, so such an episode is the recorded one cut at the step of that trigger (and counts as failed).
@@ -132,6 +136,36 @@ def change_line(name: str, change: dict) -> str:
             f"{change['change']:+.0%} (paired 95% CI {lo:+.0%} to {hi:+.0%})")
 
 
+def plot_shares(reports: dict[str, dict], path: Path, halve: float | None = None) -> Path:
+    """Stacked bars of each task's share of the person's steps, one bar per folder (see the module doc)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(reports)
+    tasks = sorted({t for r in reports.values() for t in r["tasks"]})
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 3, 4))
+    bottom = np.zeros(len(names))
+    for task in tasks:
+        share = np.array([r["tasks"].get(task, {}).get("intervention_share", 0.0) for r in reports.values()])
+        ax.bar(range(len(names)), share, 0.6, bottom=bottom, label=task.removesuffix("-v3"))
+        bottom += share
+    lo, hi = np.array([r["intervention_rate_ci95"] for r in reports.values()]).T
+    ax.errorbar(range(len(names)), bottom, yerr=[bottom - lo, hi - bottom], fmt="none", ecolor="black", capsize=3)
+    if halve is not None:
+        ax.axhline(halve / 2, color="black", linestyle="--", linewidth=1, label="half the base's rate")
+    ax.set_xticks(range(len(names)), [Path(n).name for n in names], rotation=15, fontsize=8)
+    ax.set_ylabel("share of all steps by the person")
+    ax.set_title("intervention rate by task (95% bootstrap interval)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _summed(rows) -> dict[str, int]:
     keys = ("human_steps", "human_steps_in_failures", "episodes_with_help", "failed_with_help")
     rows = list(rows)
@@ -175,6 +209,8 @@ def main() -> None:
     ap.add_argument("--against", metavar="BASE",
                     help="also report each folder's change of the intervention rate against this folder's, "
                          "collected on the same env seeds (paired bootstrap interval)")
+    ap.add_argument("--plot", type=Path, metavar="PNG",
+                    help="also save a stacked bar chart of each folder's intervention rate by task")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "interaction_triggers.json"))
     args = ap.parse_args()
     if args.pool and "pooled" in args.folders:
@@ -195,9 +231,11 @@ def main() -> None:
         lo, hi = pooled["intervention_rate_ci95"]
         print(f"pooled over {len(steps)} folders: intervention rate {pooled['intervention_rate']:.1%} "
               f"(95% CI {lo:.1%}-{hi:.1%}), {pooled['human_steps']} of {pooled['steps']} steps by the person\n")
+    base_report = None
     if args.against:
         try:
-            base = by_seed(args.against, folder_report(args.against)[1])
+            base_report, base_steps = folder_report(args.against)
+            base = by_seed(args.against, base_steps)
             runs = {folder: by_seed(folder, s) for folder, s in steps.items()}
             changes = {folder: paired_rate_change([run], base) for folder, run in runs.items()}
             if args.pool:
@@ -206,6 +244,11 @@ def main() -> None:
             raise SystemExit(f"--against {args.against}: {err}") from None
         results["against"] = {"baseline": args.against, "changes": changes}
         print("\n".join(change_line(name, c) for name, c in changes.items()) + "\n")
+    if args.plot:
+        folders = {f: r for f, r in results.items() if f in steps}
+        if base_report is not None:
+            folders = {args.against: base_report, **folders}
+        print(f"plot: {plot_shares(folders, args.plot, base_report and base_report['intervention_rate'])}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"saved {args.out}")
