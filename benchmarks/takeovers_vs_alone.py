@@ -13,7 +13,13 @@ finishes alone is help the robot did not need.
 task, on how many of the takeover seeds that policy was taken over too: whether a refined policy still
 fails where the base failed, or somewhere new. On those seeds it also lists how many steps after the
 other collection's the first takeover came: with the same policy and another simulated person (e.g.
-``--person.drop-distance``), how much earlier or later that person steps in.
+``--person.drop-distance``), how much earlier or later that person steps in. Beside the shared count it
+gives how many seeds two independent draws with these takeover counts would share on average
+(here x base / episodes): far more shared means the same start states are hard for both, about as many
+means which seeds need the person is chance. With ``--base`` the evaluation folder may be left out
+(``-``), e.g. on seeds no evaluation covers:
+
+    python benchmarks/takeovers_vs_alone.py runs/x/deploy - --base runs/base/deploy --name x
 
 Saves benchmarks/results/takeovers_vs_alone_<name>.json.
 """
@@ -66,9 +72,13 @@ def shared_takeovers(episodes, base_episodes) -> dict[str, dict]:
     here = first_takeovers(episodes)
     there = {k: v for k, v in first_takeovers(base_episodes).items() if k in seeds}
     both = sorted(here.keys() & there.keys())
-    return {task: {"with_takeover": sum(t == task for t, _ in here),
-                   "base_with_takeover": sum(t == task for t, _ in there),
-                   "both": sum(t == task for t, _ in both),
+    def count(keys, task):
+        return sum(t == task for t, _ in keys)
+    return {task: {"episodes": count(seeds, task),
+                   "with_takeover": count(here, task),
+                   "base_with_takeover": count(there, task),
+                   "both": count(both, task),
+                   "both_if_independent": round(count(here, task) * count(there, task) / count(seeds, task), 1),
                    "first_takeover_step_minus_base": sorted(here[k] - there[k] for k in both if k[0] == task)}
             for task in sorted({t for t, _ in seeds})}
 
@@ -76,27 +86,33 @@ def shared_takeovers(episodes, base_episodes) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("interactions", type=Path, help="interaction episode folder (apo collect)")
-    ap.add_argument("alone", type=Path, help="evaluation folder or eval.json on the same seeds (apo eval)")
+    ap.add_argument("alone", help="evaluation folder or eval.json on the same seeds (apo eval); "
+                    "'-' for none (only with --base)")
     ap.add_argument("--name", required=True, help="suffix of the saved JSON")
     ap.add_argument("--base", type=Path, help="another policy's interaction episodes on the same seeds: "
                     "also count the takeover seeds it was taken over on too")
     args = ap.parse_args()
+    if args.alone == "-" and not args.base:
+        ap.error("without an evaluation folder there is nothing to compare: pass one, or --base")
     try:
         episodes = load_episodes(args.interactions)
-        rows = compare(episodes, load_eval_results(args.alone))
+        rows = compare(episodes, load_eval_results(Path(args.alone))) if args.alone != "-" else {}
         shared = shared_takeovers(episodes, load_episodes(args.base)) if args.base else None
     except (DatasetError, EvalFileError, ValueError) as e:
         sys.exit(f"error: {e}")
-    print("| task | episodes | with a takeover | of those, the policy alone succeeds |\n|---|---|---|---|")
-    for task, r in rows.items():
-        print(f"| {task} | {r['episodes']} | {r['with_takeover']} | {r['with_takeover_alone_succeeds']} |")
-    result = {"interactions": str(args.interactions), "alone": str(args.alone), "tasks": rows}
+    if rows:
+        print("| task | episodes | with a takeover | of those, the policy alone succeeds |\n|---|---|---|---|")
+        for task, r in rows.items():
+            print(f"| {task} | {r['episodes']} | {r['with_takeover']} | {r['with_takeover_alone_succeeds']} |")
+    result = {"interactions": str(args.interactions), "alone": None if args.alone == "-" else args.alone,
+              "tasks": rows}
     if shared is not None:
-        print(f"\n| task | takeovers here | takeovers of {args.base} | on the same seeds | first takeover, steps "
-              "after the base's (same seeds) |\n|---|---|---|---|---|")
+        print(f"\n| task | takeovers here | takeovers of {args.base} | on the same seeds (independent draws: "
+              "on average) | first takeover, steps after the base's (same seeds) |\n|---|---|---|---|---|")
         for task, r in shared.items():
             diffs = ", ".join(map(str, r["first_takeover_step_minus_base"]))
-            print(f"| {task} | {r['with_takeover']} | {r['base_with_takeover']} | {r['both']} | {diffs} |")
+            print(f"| {task} | {r['with_takeover']} | {r['base_with_takeover']} | {r['both']} "
+                  f"({r['both_if_independent']}) | {diffs} |")
         result.update(base=str(args.base), shared_takeovers=shared)
     out = Path(__file__).parent / "results" / f"takeovers_vs_alone_{args.name}.json"
     out.write_text(json.dumps(result, indent=2))
