@@ -133,7 +133,9 @@ def by_seed(folder: str, steps: dict[str, list[tuple[int, int, int]]]) -> dict[s
 def change_line(name: str, change: dict) -> str:
     lo, hi = change["change_ci95"]
     return (f"{name}: intervention rate {change['baseline_rate']:.1%} -> {change['rate']:.1%}, "
-            f"{change['change']:+.0%} (paired 95% CI {lo:+.0%} to {hi:+.0%})")
+            f"{change['change']:+.0%} (paired 95% CI {lo:+.0%} to {hi:+.0%}"
+            + (f"; {change['undefined_resamples']} resamples without the base's person left out" if
+               change["undefined_resamples"] else "") + ")")
 
 
 def plot_shares(reports: dict[str, dict], path: Path, halve: float | None = None) -> Path:

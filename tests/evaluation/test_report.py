@@ -163,6 +163,16 @@ def test_paired_rate_change_interval_reflects_disagreeing_episodes():
     assert paired_rate_change([base], base)["change_ci95"] == pytest.approx([0.0, 0.0])
 
 
+def test_paired_rate_change_leaves_out_resamples_whose_baseline_needed_no_person():
+    base = {"a": {1: (10, 100), 2: (0, 100)}}
+    policy = {"a": {1: (5, 100), 2: (3, 100)}}
+    got = paired_rate_change([policy], base, resamples=4000)
+    assert got["change"] == pytest.approx(-0.2)  # 8 / 200 against 10 / 200
+    # the four equally likely draws of two seeds: (1, 1) -50%, (1, 2) and (2, 1) -20%, (2, 2) undefined (0 / 0)
+    assert got["change_ci95"] == pytest.approx([-0.5, -0.2])
+    assert 800 < got["undefined_resamples"] < 1200  # a quarter of the draws
+
+
 def test_paired_rate_change_refuses_unpaired_runs():
     base = {"a": {1: (10, 100), 2: (0, 100)}}
     with pytest.raises(ValueError, match=r"env seeds \[3\]"):

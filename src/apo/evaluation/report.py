@@ -44,7 +44,9 @@ def paired_rate_change(policies: list[dict], baseline: dict, resamples: int = 20
     (person's steps, steps)} of one interaction episode per seed. The rate is sum(person's steps) /
     sum(steps) (the policies pooled); ``change`` = rate / baseline rate - 1 (-0.5: halved). The 95%
     interval resamples each task's env seeds with replacement, the same draw for the baseline and every
-    policy, so the luck of which start states were drawn cancels out of the ratio."""
+    policy, so the luck of which start states were drawn cancels out of the ratio. Resamples whose
+    baseline drew no person's steps have no relative change: they are left out of the interval and
+    counted in ``undefined_resamples``."""
     if not policies:
         raise ValueError("no policy runs to compare with the baseline")
     tasks = sorted(baseline)
@@ -69,10 +71,12 @@ def paired_rate_change(policies: list[dict], baseline: dict, resamples: int = 20
     rng = np.random.default_rng(seed)
     boot = sum(a[:, rng.integers(0, a.shape[1], size=(resamples, a.shape[1]))].sum(2).transpose(1, 0, 2)
                for a in arrays.values())
-    with np.errstate(divide="ignore", invalid="ignore"):  # a resample whose baseline needed no person
-        ci = np.percentile(change(boot), [2.5, 97.5]).tolist()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot_change = change(boot)
+    defined = np.isfinite(boot_change)  # a resample whose baseline needed no person has no relative change
+    ci = np.percentile(boot_change[defined], [2.5, 97.5]).tolist() if defined.any() else [float("nan")] * 2
     return {"baseline_rate": float(sums[0, 0] / sums[0, 1]), "rate": float(sums[1:, 0].sum() / sums[1:, 1].sum()),
-            "change": float(change(sums)), "change_ci95": ci}
+            "change": float(change(sums)), "change_ci95": ci, "undefined_resamples": int((~defined).sum())}
 
 
 def method_table(runs: dict[str, list[dict]], tasks: list[str], baseline: str | None = "base") -> dict:
