@@ -268,6 +268,23 @@ def refine(args: Annotated[RefineArgs, tyro.conf.arg(name="")]) -> None:
 
 
 @dataclass(frozen=True)
+class AverageArgs:
+    policies: tyro.conf.Positional[tuple[Path, ...]]
+    """Two or more policy folders refined from the same base (e.g. the final policies of loops run with
+    different training seeds)."""
+    out: Path
+    """Folder for the averaged policy."""
+
+
+def average(args: Annotated[AverageArgs, tyro.conf.arg(name="")]) -> None:
+    """Average the weights of policies refined from the same base (the mean of their merged LoRA updates)."""
+    from apo.models.averaging import average_policies
+
+    average_policies(args.policies).save(args.out)
+    console.print(f"[green]averaged {len(args.policies)} policies[/green] into {args.out}")
+
+
+@dataclass(frozen=True)
 class BenchmarkArgs:
     out: Path
     """Run folder (rerun to continue from the last finished stage)."""

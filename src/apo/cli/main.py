@@ -45,6 +45,7 @@ def _run() -> None:
             "collect": commands.collect,
             "serve": commands.serve,
             "refine": commands.refine,
+            "average": commands.average,
             "benchmark": commands.benchmark,
             "loop": commands.loop,
         },
