@@ -65,3 +65,21 @@ def test_average_command_writes_a_policy(tmp_path, make_policy, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["apo", "average", *map(str, paths), "--out", str(tmp_path / "avg")])
     main()
     assert isinstance(VLAPolicy.load(tmp_path / "avg"), VLAPolicy)
+
+
+def test_average_command_refuses_an_out_folder_it_would_clobber(tmp_path, make_policy, monkeypatch):
+    from apo.cli.main import main
+
+    paths = [_perturbed(make_policy, 0.1, s).save(tmp_path / f"p{s}") for s in (1, 2)]
+    before = (paths[0] / "model.safetensors").read_bytes()
+    other = tmp_path / "run"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    for out, args in ((paths[0], paths), (other, paths), (tmp_path / "new", paths[:1])):
+        monkeypatch.setattr(sys, "argv", ["apo", "average", *map(str, args), "--out", str(out)])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2
+    assert (paths[0] / "model.safetensors").read_bytes() == before
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert not (tmp_path / "new").exists()

@@ -280,6 +280,17 @@ def average(args: Annotated[AverageArgs, tyro.conf.arg(name="")]) -> None:
     """Average the weights of policies refined from the same base (the mean of their merged LoRA updates)."""
     from apo.models.averaging import average_policies
 
+    out = args.out.resolve()
+    problem = None
+    if len(args.policies) < 2:
+        problem = f"averaging needs at least two policy folders, got {len(args.policies)}"
+    elif out in {Path(p).resolve() for p in args.policies}:
+        problem = f"--out {args.out} is one of the policies being averaged: choose a new folder"
+    elif out.exists() and not (out / "config.json").exists():
+        problem = f"--out {args.out} exists and is not a policy folder: choose a new folder (nothing was written)"
+    if problem:
+        console.print(f"[red]error:[/red] {problem}")
+        raise SystemExit(2)
     average_policies(args.policies).save(args.out)
     console.print(f"[green]averaged {len(args.policies)} policies[/green] into {args.out}")
 
