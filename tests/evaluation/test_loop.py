@@ -137,6 +137,43 @@ def test_extra_episodes_go_where_the_person_helped_and_are_refined_on(tmp_path, 
     assert history[0]["intervention_rate"] == pytest.approx(own["intervention_rate"]) and own["episodes"] == 1
 
 
+def test_average_seeds_refines_once_per_seed_and_deploys_their_mean(tmp_path, saved_tiny_policy, tiny_dataset,
+                                                                    monkeypatch):
+    import shutil
+
+    import torch
+
+    from apo.models import VLAPolicy
+
+    seeds = []
+
+    def fake_refine(start, interactions, demos, out_dir, cfg):  # seed s: the start policy's weights + (s + 1)
+        seeds.append(cfg.train.seed)
+        policy = VLAPolicy.load(start)
+        with torch.no_grad():
+            for p in policy.model.parameters():
+                p.add_(cfg.train.seed + 1)
+        policy.save(out_dir / "policy")
+
+    monkeypatch.setattr(loop_mod, "refine", fake_refine)
+    out = tmp_path / "run"
+    cfg = small_config(average_seeds=(3, 7))
+    history = run_loop(saved_tiny_policy, tiny_dataset, out, cfg)
+    assert seeds == [3, 7]
+    refined = out / "round_0" / "refine"
+    assert history[1]["policy"] == str(refined / "policy")  # the average is what gets deployed
+    base = VLAPolicy.load(saved_tiny_policy).model.state_dict()
+    mean = VLAPolicy.load(refined / "policy").model.state_dict()
+    for name, p in VLAPolicy.load(saved_tiny_policy).model.named_parameters():
+        torch.testing.assert_close(mean[name], base[name] + (4 + 8) / 2)
+    # killed after seed 3 was refined: only seed 7 is refined again, then averaged
+    shutil.rmtree(refined / "policy")
+    shutil.rmtree(refined / "seed_7")
+    seeds.clear()
+    run_loop(saved_tiny_policy, tiny_dataset, out, cfg)
+    assert seeds == [7] and (refined / "policy" / "config.json").exists()
+
+
 @pytest.mark.parametrize("steps, budget, expected", [
     ({"a": 300, "b": 100, "c": 0, "d": 600}, 10, {"a": 3, "b": 1, "c": 0, "d": 6}),  # exact quotas
     ({"a": 100, "b": 100, "c": 100}, 2, {"a": 1, "b": 1, "c": 0}),  # equal remainders: the first listed
@@ -165,7 +202,8 @@ def test_plot_with_the_original_setting(tmp_path):
     (dict(rounds=0), ValueError), (dict(episodes_per_task=0), ValueError), (dict(tasks=()), ValueError),
     (dict(tasks=(f"{TASK}+texture",)), ValueError), (dict(perturbation="fog"), UnknownNameError),
     (dict(videos_per_outcome=-1), ValueError), (dict(refine_from="last"), ValueError),
-    (dict(extra_episodes=-1), ValueError), (dict(episodes_per_task=20, extra_episodes=ROUND_SEED_STRIDE), ValueError),
+    (dict(extra_episodes=-1), ValueError), (dict(average_seeds=(0,)), ValueError),
+    (dict(average_seeds=(1, 1)), ValueError), (dict(episodes_per_task=20, extra_episodes=ROUND_SEED_STRIDE), ValueError),
 ])
 def test_config_validation(kwargs, error):
     with pytest.raises(error):

@@ -12,6 +12,10 @@ among the tasks in proportion to the person's steps on each in the round's ``epi
 (the person's extra time goes where the robot needed help most); they are refined on but not counted in the
 round's intervention rate, which stays measured on the same number of episodes per task every round.
 
+With ``average_seeds`` every round is refined once per training seed (same episodes, same settings) into
+``round_<r>/refine/seed_<s>/`` and the policy deployed next is the element-wise mean of those refined
+policies (``apo average``, a weight soup); each seed's refinement is resumable on its own.
+
 With ``perturbation`` the robot is deployed (and refined) in the perturbed setting and every policy is
 also evaluated on the original tasks (forgetting).
 
@@ -42,7 +46,7 @@ from apo.evaluation.protocol import (
     write_interaction_videos,
 )
 from apo.evaluation.rollout import EvalConfig
-from apo.models import VLAPolicy
+from apo.models import VLAPolicy, average_policies
 from apo.training.refine import RefineConfig, refine
 
 console = Console()
@@ -79,6 +83,10 @@ class LoopConfig:
     """base: refine the base policy every round on all interactions so far (one fixed reference, so rounds
     do not compound); previous: refine round r's policy, which is also the frozen reference (the first two
     loops of docs/results.md; their later rounds lost the first round's gain)."""
+    average_seeds: tuple[int, ...] = ()
+    """Refine every round once per training seed listed (at least two, e.g. 0 1 2; refine.train.seed is
+    then ignored) and deploy the average of their weights (apo average). Costs one refinement per seed.
+    Empty: one refinement with refine.train.seed."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(episodes=20))
     """Autonomous evaluation of every round's policy (its tasks are set from tasks and perturbation)."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -102,6 +110,9 @@ class LoopConfig:
             parse_perturbation(self.perturbation)
         if self.refine_from not in ("previous", "base"):
             raise ValueError(f"refine_from must be 'previous' or 'base', got {self.refine_from!r}")
+        if len(self.average_seeds) == 1 or len(set(self.average_seeds)) != len(self.average_seeds):
+            raise ValueError(f"average_seeds must list at least two different training seeds (or none), got "
+                             f"{self.average_seeds}")
         if self.videos_per_outcome < 0:
             raise ValueError(f"videos_per_outcome must be >= 0, got {self.videos_per_outcome}")
 
@@ -168,12 +179,30 @@ def run_loop(base_policy: str | os.PathLike, demos: str | os.PathLike | None, ou
             interactions.append(rd / "extra_interactions")
         next_dir = rd / "refine"
         if not (next_dir / "policy" / "config.json").exists():
-            log.stage(f"round {r}: refine on the interactions of {r + 1} round(s)")
             start = policy_dir if cfg.refine_from == "previous" else Path(base_policy)
-            refine(start, list(interactions), demos, next_dir, cfg.refine)
+            refine_round(start, list(interactions), demos, next_dir, cfg, log, f"round {r}: refine on the "
+                         f"interactions of {r + 1} round(s)")
         policy_dir = next_dir / "policy"
     log.stage(f"loop done: {out / 'loop.json'}, {out / 'loop.png'}")
     return history
+
+
+def refine_round(start: Path, interactions: list[Path], demos: str | os.PathLike | None, out_dir: Path,
+                 cfg: LoopConfig, log: RunLog, what: str) -> Path:
+    """Refine ``start`` into ``out_dir/policy``: once with refine.train.seed, or (``average_seeds``) once per
+    seed into ``out_dir/seed_<s>`` (seeds already refined are kept) and then their average."""
+    if not cfg.average_seeds:
+        log.stage(what)
+        refine(start, interactions, demos, out_dir, cfg.refine)
+        return out_dir / "policy"
+    seed_dirs = [out_dir / f"seed_{s}" for s in cfg.average_seeds]
+    for s, seed_dir in zip(cfg.average_seeds, seed_dirs):
+        if not (seed_dir / "policy" / "config.json").exists():
+            log.stage(f"{what}, training seed {s}")
+            train = dataclasses.replace(cfg.refine.train, seed=s)
+            refine(start, interactions, demos, seed_dir, dataclasses.replace(cfg.refine, train=train))
+    log.stage(f"{what}: average the policies of training seeds {', '.join(map(str, cfg.average_seeds))}")
+    return average_policies([d / "policy" for d in seed_dirs]).save(out_dir / "policy")
 
 
 def allocate_by_help(person_steps: Mapping[str, int], budget: int) -> dict[str, int]:
