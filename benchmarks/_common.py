@@ -87,6 +87,7 @@ def machine_info() -> dict[str, object]:
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -97,6 +98,15 @@ def machine_info() -> dict[str, object]:
         "lp_num_threads": os.environ.get("LP_NUM_THREADS"),
         "load_avg_1_5_15": load_avg(),
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (None where there is none): float results can differ by CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 def load_avg() -> list[float]:

@@ -7,8 +7,10 @@ A fresh process matters: torch seeds its global generator at random at start-up,
 
     python benchmarks/reproducibility.py             # ~6 min on 2 cores
     python benchmarks/reproducibility.py --steps 20  # quicker
+    python benchmarks/reproducibility.py --digest runs/pin5/demos  # one collection's digest, to compare machines
 
-Writes ``benchmarks/results/reproducibility.json`` and prints what matched.
+Writes ``benchmarks/results/reproducibility.json`` and prints what matched. The demonstrations' digest and the
+model md5s, with the machine's CPU model, tell whether another machine gives the same bytes.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ def dataset_digests(folder: Path) -> dict[str, str]:
     return out
 
 
+def collection_digest(folder: Path) -> str:
+    """One SHA-1 over every dataset digest of a collection: equal on two machines iff the bytes are."""
+    digests = dataset_digests(folder)
+    return hashlib.sha1("".join(f"{k}={digests[k]};" for k in sorted(digests)).encode()).hexdigest()
+
+
 def file_digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
@@ -64,7 +72,14 @@ def main() -> None:
     parser.add_argument("--demos-per-task", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100, help="BC steps of each training run")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "reproducibility.json")
+    parser.add_argument("--digest", type=Path, metavar="FOLDER",
+                        help="only print the digest of an existing collection (e.g. a loop's demonstrations) and exit")
     args = parser.parse_args()
+    if args.digest is not None:
+        if not (args.digest / "episodes").is_dir():
+            raise SystemExit(f"{args.digest} has no episodes/ folder: pass a folder written by apo collect-demos or apo collect")
+        print(f"{args.digest}: digest {collection_digest(args.digest)}")
+        return
 
     results: dict[str, object] = {"machine": machine_info(), "tasks": list(TASKS),
                                   "demos_per_task": args.demos_per_task, "steps": args.steps}
@@ -77,7 +92,8 @@ def main() -> None:
         a, b = dataset_digests(root / "demos_a"), dataset_digests(root / "demos_b")
         results["demos"] = {"datasets": len(a), "identical": sum(a[k] == b.get(k) for k in a),
                             "stats_identical": (root / "demos_a/stats.json").read_bytes()
-                            == (root / "demos_b/stats.json").read_bytes()}
+                            == (root / "demos_b/stats.json").read_bytes(),
+                            "digest": collection_digest(root / "demos_a")}  # to compare across machines
 
         runs: dict[str, dict[str, object]] = {}
         for threads in (1, 2):
@@ -102,7 +118,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
     d, t = results["demos"], results["training"]
     print(f"demonstrations: {d['identical']} of {d['datasets']} HDF5 datasets identical, "
-          f"stats identical: {d['stats_identical']}")
+          f"stats identical: {d['stats_identical']} (digest {d['digest'][:8]})")
     for k in ("threads1", "threads2"):
         print(f"training, {k}: two processes give identical policy files: {t[k]['identical_policy_files']} "
               f"(model md5 {t[k]['model_md5'][:8]}, final loss {t[k]['final_loss']:.6f})")

@@ -284,6 +284,24 @@ def test_refine_leaves_out_the_help_and_windows_of_episodes_that_failed_anyway(f
     assert len(cache["tokens"]) == 6 + 16 - dropped  # only the kept steps were scored
 
 
+def test_refine_can_leave_out_the_policys_own_steps(folders, tmp_path):
+    root, base, inter, demos = folders
+    cfg = small_cfg(demos_per_task=1, objective="kto", autonomous="none",
+                    train=TrainConfig(steps=1, batch_size=8, shift_pad=0, warmup_steps=1, log_every=1, threads=1))
+    refine(base, inter, demos, tmp_path / "out", cfg)
+    meta = json.loads((tmp_path / "out" / "refine_config.json").read_text())
+    assert meta["steps_per_category"] == {"autonomous": 0, "expert": 6, "correction": 5, "undesirable": 4}
+    cache = torch.load(tmp_path / "out" / "reference_cache.pt", weights_only=False)
+    assert len(cache["tokens"]) == 6 + 16 - 7  # the 7 autonomous steps were not scored
+
+
+def test_refine_config_needs_demos_without_the_policys_own_steps():
+    with pytest.raises(ValueError, match="demos_per_task > 0"):
+        RefineConfig(autonomous="none", demos_per_task=0)
+    with pytest.raises(ValueError, match="autonomous must be"):
+        RefineConfig(autonomous="some")
+
+
 def test_refine_rejects_data_rendered_otherwise_than_the_base(folders, tmp_path):
     from apo.envs import EnvConfig
     from apo.models import VLAPolicy

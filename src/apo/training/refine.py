@@ -22,7 +22,7 @@ import torch
 
 from apo.data import Episode, load_episodes
 from apo.data.balanced import BalancedSampler, BucketShares
-from apo.data.dataset import CATEGORY_NAMES, StepData
+from apo.data.dataset import AUTONOMOUS, CATEGORY_NAMES, StepData
 from apo.deployment.labels import (
     policy_steps_before_window,
     relabel_with_k,
@@ -87,6 +87,10 @@ class RefineConfig:
     """The policy's steps pushed down as undesirable. all: the K before every takeover (the paper). rescued:
     only those of episodes that then succeeded, so every window pushed down comes with help that showed a
     way out; in an episode the person could not rescue, the policy's failure has no correction beside it."""
+    autonomous: Literal["all", "none"] = "all"
+    """The policy's own steps (label 1) in the interaction episodes. all: pushed up with the expert demos (the
+    paper). none: left out, so the desirable share of each batch is the demos alone (needs demos_per_task >
+    0); the policy's own steps include grasps that held by luck (docs/results.md, "Eighteenth loop")."""
     shares: BucketShares = field(default_factory=BucketShares)
     """Batch composition."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -109,6 +113,11 @@ class RefineConfig:
             raise ValueError(f"corrections must be 'all' or 'rescued', got {self.corrections!r}")
         if self.undesirable not in ("all", "rescued"):
             raise ValueError(f"undesirable must be 'all' or 'rescued', got {self.undesirable!r}")
+        if self.autonomous not in ("all", "none"):
+            raise ValueError(f"autonomous must be 'all' or 'none', got {self.autonomous!r}")
+        if self.autonomous == "none" and self.demos_per_task == 0:
+            raise ValueError("autonomous='none' leaves no desirable steps without demos: "
+                             "set demos_per_task > 0 (and pass --demos) or keep autonomous='all'")
         if self.lora_rank < 0 or self.kl_samples < 1 or self.demos_per_task < 0:
             raise ValueError("lora_rank and demos_per_task must be >= 0, kl_samples >= 1")
         if self.reference == "cached" and self.train.shift_pad and objective.uses_reference:
@@ -194,6 +203,8 @@ def refine(base_policy: str | os.PathLike, interactions: str | os.PathLike | lis
         drop |= unrescued
     if cfg.undesirable == "rescued":
         drop |= unrescued_windows
+    if cfg.autonomous == "none":
+        drop |= data.categories == AUTONOMOUS
     if drop.any():
         data = data.select(~drop)
     counts = {CATEGORY_NAMES[c]: int((data.categories == c).sum()) for c in CATEGORY_NAMES}
