@@ -90,7 +90,7 @@ class RefineConfig:
     autonomous: Literal["all", "none"] = "all"
     """The policy's own steps (label 1) in the interaction episodes. all: pushed up with the expert demos (the
     paper). none: left out, so the desirable share of each batch is the demos alone (needs demos_per_task >
-    0); the policy's own steps include grasps that held by luck (docs/results.md, "Eighteenth loop")."""
+    0); the policy's own steps include grasps that held by luck (docs/results.md, "Nineteenth loop")."""
     shares: BucketShares = field(default_factory=BucketShares)
     """Batch composition."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
